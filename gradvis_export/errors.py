@@ -1,0 +1,17 @@
+"""Error types: each names the problem and the fix, so callers never see a torch internal trace."""
+
+
+class GradvisError(Exception):
+    """Base class of every error gradvis raises on purpose."""
+
+
+class InputError(GradvisError, ValueError):
+    """The input or target handed to an explainer does not fit the model."""
+
+
+class LayerError(GradvisError, ValueError):
+    """A target layer is unknown, never called, or does not affect the output."""
+
+
+class ExportError(GradvisError, RuntimeError):
+    """An explainer could not be turned into a forward-only artifact that matches eager."""

@@ -1,0 +1,95 @@
+"""Guided backprop and guided Grad-CAM: the guided rule on one shared forward."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..layers import LayerSpec
+from ..rules import RuleMode, activation_names, guided_rules
+from .base import Explainer, ExplainerOutput, gradients, selected_score
+from .gradcam import GradCAM
+
+
+class GuidedGradCAMOutput(NamedTuple):
+    logits: torch.Tensor
+    heatmap: torch.Tensor
+    cam: torch.Tensor
+    guided: torch.Tensor
+
+
+def check_rules_applied(mode: RuleMode, activations: tuple[str, ...]) -> None:
+    """Refuse to return a plain gradient when no chosen activation was rewritten."""
+    if mode.applied:
+        return
+    seen = sorted(mode.activations)
+    has = f"its backward pass has {', '.join(seen)}" if seen else "it has no activation we know"
+    raise ValueError(
+        f"guided backprop found none of the activations {', '.join(activations)} in the model; "
+        f"{has}. Use activations='all' (or name them) to guide those; activations written as "
+        "custom autograd Functions are not seen"
+    )
+
+
+class GuidedBackprop(Explainer):
+    """Springenberg et al.: the input gradient where every activation passes only positive gradients.
+
+    The heatmap is the raw guided gradient (shape of x, signed, not normalised).
+    """
+
+    method = "guided_backprop"
+
+    def __init__(self, model: nn.Module, activations: str | Iterable[str] = "relu") -> None:
+        super().__init__(model)
+        self.activations = activation_names(activations)
+        self.rules = guided_rules(self.activations)
+
+    def guided_gradient(self, x: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        (grad,), mode = gradients(score, [x], ["the input"], rules=self.rules)
+        check_rules_applied(mode, self.activations)
+        return grad
+
+    def explain(self, x: torch.Tensor, target: torch.Tensor) -> NamedTuple:
+        logits = self.model(x)
+        score, _ = selected_score(logits, target)
+        return ExplainerOutput(logits.detach(), self.guided_gradient(x, score).detach())
+
+    def metadata(self) -> dict[str, object]:
+        return {"method": self.method, "activations": list(self.activations)}
+
+
+class GuidedGradCAM(GradCAM):
+    """Selvaraju et al.: guided backprop x upsampled Grad-CAM, from one shared forward.
+
+    Two backward passes over that forward: plain rules to the target layer (the CAM), guided
+    rules to the input.  `.cam` is normalised when `normalize` (then `.heatmap` is the guided
+    gradient scaled by a [0,1] map).
+    """
+
+    method = "guided_gradcam"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpec | Sequence[LayerSpec],
+        activations: str | Iterable[str] = "relu",
+        normalize: bool = True,
+    ) -> None:
+        super().__init__(model, target_layer, normalize=normalize)
+        self.activations = activation_names(activations)
+        self.rules = guided_rules(self.activations)
+
+    guided_gradient = GuidedBackprop.guided_gradient
+
+    def explain(self, x: torch.Tensor, target: torch.Tensor) -> NamedTuple:
+        logits, score, activations, grads = self.layer_grads(x, target, retain_graph=True)
+        cam = self.cam(x, activations, grads)
+        guided = self.guided_gradient(x, score)
+        heatmap = guided * cam.unsqueeze(1)
+        return GuidedGradCAMOutput(logits.detach(), heatmap.detach(), cam.detach(), guided.detach())
+
+    def metadata(self) -> dict[str, object]:
+        return {**super().metadata(), "activations": list(self.activations)}

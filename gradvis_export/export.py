@@ -1,0 +1,250 @@
+"""`gv.export`: explainer -> one forward-only artifact (ONNX or TorchScript), checked against eager."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import fx
+
+from ._version import __version__
+from .errors import ExportError, GradvisError
+from .explainers.base import Explainer, check_input
+from .trace import INPUT_NAMES, check_forward_only, example_batch, scriptable, trace
+
+FORMATS = {
+    ".onnx": "onnx",
+    ".pt": "torchscript",
+    ".ts": "torchscript",
+    ".torchscript": "torchscript",
+}
+METADATA_KEY = "gradvis"
+
+
+def _format_of(path: Path, format: str | None) -> str:
+    if format is not None:
+        fmt = format.lower()
+        if fmt not in {"onnx", "torchscript"}:
+            raise ValueError(f"unknown export format {format!r}; choose 'onnx' or 'torchscript'")
+        return fmt
+    if path.suffix.lower() in FORMATS:
+        return FORMATS[path.suffix.lower()]
+    raise ValueError(
+        f"cannot tell the export format from the suffix of {str(path)!r}; use .onnx or .pt, "
+        "or pass format='onnx' / 'torchscript'"
+    )
+
+
+def artifact_metadata(
+    explainer: Explainer, example_input: torch.Tensor, outputs: list[str], fmt: str
+) -> dict[str, object]:
+    """What the artifact records about itself (read back by gradvis_runtime)."""
+    return {
+        **explainer.metadata(),
+        "format": fmt,
+        "gradvis_version": __version__,
+        "torch_version": torch.__version__,
+        "inputs": list(INPUT_NAMES),
+        "outputs": outputs,
+        "input_layout": "BCHW" if example_input.dim() == 4 else "BCTHW",
+        "input_shape": ["B", *[int(s) for s in example_input.shape[1:]]],
+        "dynamic_axes": {"input": [0], "target": [0]},
+        "target": "int64 (B,): class index per sample, -1 = argmax; outside [0, classes) gives a "
+        "zero heatmap",
+    }
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporters' progress prints and deprecation warnings."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "torch.export")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _save_onnx(
+    gm: fx.GraphModule,
+    x: torch.Tensor,
+    outputs: list[str],
+    path: Path,
+    metadata: dict[str, object],
+    opset: int,
+) -> None:
+    import onnx
+
+    target = torch.full((x.shape[0],), -1, dtype=torch.long)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with _quiet():
+        program = torch.export.export(
+            gm, (x, target), dynamic_shapes=({0: batch}, {0: batch}), strict=False
+        )
+        onnx_program = torch.onnx.export(
+            program,
+            (x, target),
+            input_names=list(INPUT_NAMES),
+            output_names=outputs,
+            dynamo=True,
+            opset_version=opset,
+            optimize=False,
+            verify=False,
+        )
+    model = onnx_program.model_proto
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _save_torchscript(gm: fx.GraphModule, path: Path, metadata: dict[str, object]) -> None:
+    gm = scriptable(gm)
+    with _quiet():
+        module = torch.jit.script(gm)
+        torch.jit.save(
+            module, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(metadata)}
+        )
+
+
+def _runner(path: Path, fmt: str) -> Callable[[np.ndarray, np.ndarray], list[np.ndarray]]:
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, min(2, os.cpu_count() or 1))
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda x, t: session.run(None, {"input": x, "target": t})
+    with _quiet():
+        module = torch.jit.load(str(path))
+
+    def run(x: np.ndarray, t: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode():
+            return [o.numpy() for o in module(torch.from_numpy(x), torch.from_numpy(t))]
+
+    return run
+
+
+def _close(got: np.ndarray, want: np.ndarray, rtol: float) -> bool:
+    scale = float(np.abs(want).max()) if want.size else 0.0
+    return got.shape == want.shape and bool(np.all(np.abs(got - want) <= rtol * scale + 1e-6))
+
+
+def check_artifact(
+    explainer: Explainer,
+    example_input: torch.Tensor,
+    path: Path,
+    fmt: str,
+    outputs: list[str],
+    rtol: float = 1e-3,
+) -> None:
+    """The guard: the artifact matches eager on two fresh inputs of other batch sizes, and its
+    heatmaps change with the input (a constant-folded heatmap would not)."""
+    run = _runner(path, fmt)
+    generator = torch.Generator().manual_seed(1234)
+    results = []
+    for batch in (3, 1):
+        x = torch.randn((batch, *example_input.shape[1:]), generator=generator)
+        x = x * example_input.std() + example_input.mean()
+        target = torch.full((batch,), -1, dtype=torch.long)
+        target[0] = 0
+        want = [o.numpy() for o in explainer(x, target)]
+        got = run(x.numpy(), target.numpy())
+        for name, g, w in zip(outputs, got, want):
+            if not _close(np.asarray(g), w, rtol):
+                diff = float(np.abs(np.asarray(g) - w).max()) if np.shape(g) == w.shape else None
+                raise ExportError(
+                    f"the {fmt} artifact's output {name!r} differs from eager at batch {batch} "
+                    f"(max abs diff {diff}, shape {np.shape(g)} vs {w.shape})"
+                )
+        results.append(got)
+    for name, a, b in zip(outputs, *results):
+        if name != "logits" and np.array_equal(a[:1], b[:1]) and np.abs(a).max() > 0:
+            raise ExportError(
+                f"the artifact's {name!r} is the same for two different inputs: "
+                "the heatmap was constant-folded"
+            )
+
+
+def export(
+    explainer: Explainer,
+    example_input: torch.Tensor,
+    path: str | os.PathLike,
+    format: str | None = None,
+    *,
+    opset: int = 20,
+    check: bool = True,
+) -> Path:
+    """Trace `explainer` into a forward-only graph and write it as one artifact.
+
+    Inputs of the artifact: `input` (float, example's shape with a dynamic batch) and `target`
+    (int64 (B,), -1 = argmax).  Outputs: the fields of the explainer's output (`logits`,
+    `heatmap`, ...).  With `check`, the artifact is run against eager before it is kept; the
+    file appears only when everything passed.
+    """
+    if not isinstance(explainer, Explainer):
+        raise TypeError(f"export takes a gradvis explainer, got {type(explainer).__name__}")
+    path = Path(path)
+    fmt = _format_of(path, format)
+    example_input = check_input(example_input).detach().float()
+    if explainer.model.training:
+        raise ExportError(
+            "the model is in training mode (dropout, batch statistics); call "
+            "model.eval() before exporting"
+        )
+    if path.parent and not path.parent.exists():
+        raise FileNotFoundError(f"the output folder {str(path.parent)!r} does not exist")
+
+    outputs = list(explainer(example_input[:1])._fields)
+    try:
+        gm = check_forward_only(trace(explainer, example_input))
+    except GradvisError:
+        raise
+    except Exception as error:  # a torch internal failure: say where it happened
+        raise ExportError(
+            f"tracing {type(explainer).__name__} failed: {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}"
+        ) from error
+    metadata = artifact_metadata(explainer, example_input, outputs, fmt)
+    x = example_batch(example_input)
+
+    handle, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or "."
+    )
+    os.close(handle)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            if fmt == "onnx":
+                _save_onnx(gm, x, outputs, tmp, metadata, opset)
+            else:
+                _save_torchscript(gm, tmp, metadata)
+        except GradvisError:
+            raise
+        except Exception as error:
+            raise ExportError(
+                f"writing the {fmt} artifact failed: {type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}"
+            ) from error
+        if check:
+            check_artifact(explainer, example_input, tmp, fmt, outputs)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

@@ -1,0 +1,90 @@
+"""Finding target layers by name, and capturing their outputs without leaving anything behind."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .errors import LayerError
+
+LayerSpec = str | nn.Module
+
+
+def resolve_layer(model: nn.Module, layer: LayerSpec) -> tuple[str, nn.Module]:
+    """Return (dotted name, module) for a layer given by name or as the module object."""
+    names = {name: module for name, module in model.named_modules() if name}
+    if isinstance(layer, nn.Module):
+        for name, module in names.items():
+            if module is layer:
+                return name, module
+        raise LayerError(
+            f"the module {type(layer).__name__} given as target layer is not part of the model; "
+            "pass one of model.named_modules() or its dotted name"
+        )
+    if not isinstance(layer, str):
+        raise LayerError(
+            f"a target layer is a dotted name or an nn.Module, got {type(layer).__name__}"
+        )
+    if layer in names:
+        return layer, names[layer]
+    close = difflib.get_close_matches(layer, list(names), n=5, cutoff=0.3)
+    hint = (
+        f"closest names: {', '.join(repr(c) for c in close)}"
+        if close
+        else (
+            f"the model's top-level layers are: {', '.join(repr(n) for n in names if '.' not in n)}"
+        )
+    )
+    raise LayerError(f"the model has no layer named {layer!r}; {hint}")
+
+
+def resolve_layers(
+    model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]
+) -> list[tuple[str, nn.Module]]:
+    """Resolve one layer or a list of layers (per-layer maps are averaged by the CAM family)."""
+    if isinstance(layers, (str, nn.Module)):
+        layers = [layers]
+    resolved = [resolve_layer(model, layer) for layer in layers]
+    if not resolved:
+        raise LayerError("at least one target layer is needed")
+    return resolved
+
+
+def _first_tensor(output: object) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (list, tuple)):
+        for item in output:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+@contextlib.contextmanager
+def capture_outputs(layers: list[tuple[str, nn.Module]]) -> Iterator[list[torch.Tensor | None]]:
+    """Record each layer's output (the first tensor of a tuple) during one forward.
+
+    The forward hooks live only inside the `with` block, so the user's model keeps exactly the
+    hooks it had.  A layer called more than once keeps its last output.
+    """
+    captured: list[torch.Tensor | None] = [None] * len(layers)
+    handles = []
+
+    def make_hook(index: int):
+        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+            captured[index] = _first_tensor(output)
+
+        return hook
+
+    try:
+        for index, (_name, module) in enumerate(layers):
+            handles.append(module.register_forward_hook(make_hook(index)))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()

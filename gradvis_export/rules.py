@@ -1,0 +1,390 @@
+"""Aten-level rules: how a backward operator is rewritten.
+
+Two kinds live here, apart from *which* explainer uses them:
+
+* explanation rules change what a backward op computes (guided backprop: an activation passes
+  only positive gradients).  They are applied by `RuleMode` around one `autograd.grad` call,
+  in eager mode and while tracing alike, so two backward passes over one forward can use
+  different rules (guided Grad-CAM).
+* export rules compute exactly what a backward op computes, with forward operators only
+  (a transposed convolution written as a convolution, pooling backwards as matrices, ...).
+  They are the decomposition table of the trace, so the artifact holds no backward op and
+  runs where no autograd exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch._decomp import decomposition_table as _torch_decompositions
+from torch._ops import OpOverload
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+
+aten = torch.ops.aten
+
+Rule = Callable[..., object]
+RuleSet = Mapping[OpOverload, Rule]
+
+# --------------------------------------------------------------------------------------------
+# Explanation rules
+# --------------------------------------------------------------------------------------------
+
+#: activation name -> backward ops (first argument: the incoming gradient).
+ACTIVATION_BACKWARDS: dict[str, tuple[OpOverload, ...]] = {
+    "relu": (aten.threshold_backward.default,),
+    "relu6": (aten.hardtanh_backward.default,),
+    "silu": (aten.silu_backward.default,),
+    "gelu": (aten.gelu_backward.default,),
+    "hardswish": (aten.hardswish_backward.default,),
+    "sigmoid": (aten.sigmoid_backward.default,),
+    "hardsigmoid": (aten.hardsigmoid_backward.default,),
+    "leaky_relu": (aten.leaky_relu_backward.default,),
+    "elu": (aten.elu_backward.default,),
+    "mish": (aten.mish_backward.default,),
+}
+ACTIVATION_FAMILIES: dict[str, tuple[str, ...]] = {
+    "relu": ("relu", "relu6"),
+    "all": tuple(ACTIVATION_BACKWARDS),
+}
+_ACTIVATION_OF_OP = {op: name for name, ops in ACTIVATION_BACKWARDS.items() for op in ops}
+
+
+def activation_names(activations: str | Iterable[str]) -> tuple[str, ...]:
+    """Expand "relu" / "all" / a list of activation names into activation names."""
+    requested = [activations] if isinstance(activations, str) else list(activations)
+    names: list[str] = []
+    for item in requested:
+        key = item.lower()
+        if key in ACTIVATION_FAMILIES:
+            names.extend(ACTIVATION_FAMILIES[key])
+        elif key in ACTIVATION_BACKWARDS:
+            names.append(key)
+        else:
+            valid = sorted(set(ACTIVATION_FAMILIES) | set(ACTIVATION_BACKWARDS))
+            raise ValueError(f"unknown activation {item!r}; choose from {', '.join(valid)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _guided(op: OpOverload) -> Rule:
+    """Guided backprop for one activation: its own derivative times ReLU(incoming gradient).
+
+    For ReLU this is Springenberg's rule: pass only where input > 0 and gradient > 0.
+    """
+
+    def rule(grad: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        return op(aten.relu.default(grad), *args, **kwargs)
+
+    return rule
+
+
+def guided_rules(activations: str | Iterable[str]) -> dict[OpOverload, Rule]:
+    """The guided-backprop rule set for the chosen activations."""
+    return {
+        op: _guided(op)
+        for name in activation_names(activations)
+        for op in ACTIVATION_BACKWARDS[name]
+    }
+
+
+class RuleMode(TorchDispatchMode):
+    """Apply a rule set to the ops dispatched inside it, and count what it saw.
+
+    `applied` counts the ops a rule rewrote; `activations` counts every activation backward
+    that passed, rewritten or not, so an explainer can say which activations a model has.
+    """
+
+    def __init__(self, rules: RuleSet) -> None:
+        super().__init__()
+        self.rules = rules
+        self.applied: Counter[OpOverload] = Counter()
+        self.activations: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        activation = _ACTIVATION_OF_OP.get(func)
+        if activation is not None:
+            self.activations[activation] += 1
+        rule = self.rules.get(func)
+        if rule is None:
+            return func(*args, **kwargs)
+        self.applied[func] += 1
+        return rule(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Export rules
+# --------------------------------------------------------------------------------------------
+
+
+def _constant(build: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Build a constant with real tensors, outside any fake or tracing mode.
+
+    A constant built under the trace's fake mode would end up in the graph as a FakeTensor.
+    """
+    with _disable_current_modes(), torch.no_grad():
+        return build()
+
+
+def _ints(values: Sequence[object]) -> list[int]:
+    return [int(v) for v in values]
+
+
+def _flipped_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """A conv weight turned into the weight of its adjoint: in/out swapped per group, kernel flipped."""
+    out_ch, in_per_group = weight.shape[0], weight.shape[1]
+    kernel = list(weight.shape[2:])
+    w = weight.reshape([groups, out_ch // groups, in_per_group, *kernel]).transpose(1, 2)
+    w = w.reshape([groups * in_per_group, out_ch // groups, *kernel])
+    return w.flip(list(range(2, 2 + len(kernel))))
+
+
+def convolution_backward(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias_sizes: object,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    transposed: bool,
+    output_padding: Sequence[int],
+    groups: int,
+    output_mask: Sequence[bool],
+):
+    """Input gradient of a convolution as a forward convolution.
+
+    Stride 1: an ordinary convolution with the adjoint weight (onnxruntime's fast path);
+    strided: a transposed convolution with the output padding that restores the input size.
+    Weight and bias gradients are not needed by any explainer; the original op computes them
+    (and the export guard reports it if that ever reaches an artifact).
+    """
+    if transposed:
+        return NotImplemented
+    stride, padding, dilation = _ints(stride), _ints(padding), _ints(dilation)
+    kernel = _ints(weight.shape[2:])
+    in_sizes = _ints(input.shape[2:])
+    out_sizes = _ints(grad_output.shape[2:])
+    grad_input = grad_weight = grad_bias = None
+    if output_mask[0]:
+        if all(s == 1 for s in stride):
+            pads = [d * (k - 1) - p for d, k, p in zip(dilation, kernel, padding)]
+            # sizes the adjoint must restore: in = out + d(k-1) - 2p
+            extra = [
+                i - (o + d * (k - 1) - 2 * p)
+                for i, o, d, k, p in zip(in_sizes, out_sizes, dilation, kernel, padding)
+            ]
+            grad = grad_output
+            if any(p < 0 for p in pads) or any(e != 0 for e in extra):
+                pad_arg: list[int] = []
+                for p, e in reversed(list(zip(pads, extra))):
+                    pad_arg += [p, p + e]
+                grad = aten.constant_pad_nd.default(grad, pad_arg, 0.0)
+                pads = [0] * len(pads)
+            grad_input = aten.convolution.default(
+                grad,
+                _flipped_weight(weight, groups),
+                None,
+                [1] * len(kernel),
+                pads,
+                dilation,
+                False,
+                [0] * len(kernel),
+                groups,
+            )
+        else:
+            out_pad = [
+                i - ((o - 1) * s - 2 * p + d * (k - 1) + 1)
+                for i, o, s, p, d, k in zip(in_sizes, out_sizes, stride, padding, dilation, kernel)
+            ]
+            grad_input = aten.convolution.default(
+                grad_output, weight, None, stride, padding, dilation, True, out_pad, groups
+            )
+    if output_mask[1]:
+        grad_weight = aten.convolution_backward.default(
+            grad_output,
+            input,
+            weight,
+            bias_sizes,
+            stride,
+            padding,
+            dilation,
+            transposed,
+            output_padding,
+            groups,
+            [False, True, False],
+        )[1]
+    if output_mask[2]:
+        grad_bias = grad_output.sum([0, *range(2, grad_output.dim())])
+    return grad_input, grad_weight, grad_bias
+
+
+def _along_axes(x: torch.Tensor, matrices: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Apply one matrix per trailing axis: x[..., i, ...] -> sum_i M[o, i] x[..., i, ...]."""
+    first = x.dim() - len(matrices)
+    for offset, matrix in enumerate(matrices):
+        axis = first + offset
+        x = torch.matmul(x.movedim(axis, -1), matrix.t()).movedim(-1, axis)
+    return x
+
+
+def _transposed(matrices: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [m.t().contiguous() for m in matrices]
+
+
+def _identity_rows(size: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.eye(size, dtype=dtype).unsqueeze(1)  # (size, 1, size): one 1-D signal per row
+
+
+def _adaptive_matrices(in_sizes: Sequence[int], out_sizes: Sequence[int], dtype: torch.dtype):
+    def build() -> list[torch.Tensor]:
+        return [
+            F.adaptive_avg_pool1d(_identity_rows(i, dtype), o)[:, 0, :].t().contiguous()
+            for i, o in zip(in_sizes, out_sizes)
+        ]
+
+    return _constant(build)
+
+
+def _avg_pool_matrices(
+    in_sizes, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override, dtype
+):
+    """Average pooling is separable per axis (its divisor is a product of per-axis counts)."""
+    n = len(in_sizes)
+    kernel = _ints(kernel) * (n if len(kernel) == 1 else 1)
+    stride = _ints(stride or kernel) * (n if len(stride or kernel) == 1 else 1)
+    padding = _ints(padding) * (n if len(padding) == 1 else 1)
+
+    def build() -> list[torch.Tensor]:
+        mats = []
+        for i, k, s, p in zip(in_sizes, kernel, stride, padding):
+            m = F.avg_pool1d(_identity_rows(i, dtype), k, s, p, ceil_mode, count_include_pad)
+            m = m[:, 0, :].t().contiguous()
+            if divisor_override:
+                m = (m > 0).to(dtype)
+            mats.append(m)
+        if divisor_override:
+            mats[0] = mats[0] / float(divisor_override)
+        return mats
+
+    return _constant(build)
+
+
+def _avg_pool_backward(
+    grad, self, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override
+):
+    spatial = len(kernel) if len(kernel) > 1 else self.dim() - 2
+    in_sizes = _ints(self.shape[-spatial:])
+    mats = _avg_pool_matrices(
+        in_sizes,
+        kernel,
+        stride,
+        padding,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+        grad.dtype,
+    )
+    return _along_axes(grad, _transposed(mats))
+
+
+def _adaptive_avg_pool_backward(grad, self):
+    spatial = grad.dim() - 2
+    in_sizes = _ints(self.shape[-spatial:])
+    out_sizes = _ints(grad.shape[-spatial:])
+    return _along_axes(grad, _transposed(_adaptive_matrices(in_sizes, out_sizes, grad.dtype)))
+
+
+def _adaptive_avg_pool(x, output_size):
+    out_sizes = _ints(output_size)
+    if all(o == 1 for o in out_sizes):
+        return x.mean(list(range(2, x.dim())), keepdim=True)
+    in_sizes = _ints(x.shape[-len(out_sizes) :])
+    return _along_axes(x, _adaptive_matrices(in_sizes, out_sizes, x.dtype))
+
+
+def _interpolation_matrices(in_sizes, out_sizes, scales, one_d: Callable[..., torch.Tensor], dtype):
+    def build() -> list[torch.Tensor]:
+        return [
+            one_d(_identity_rows(i, dtype), [o], s)[:, 0, :].t().contiguous()
+            for i, o, s in zip(in_sizes, out_sizes, scales)
+        ]
+
+    return _constant(build)
+
+
+def _upsample_linear_backward(grad, output_size, input_size, align_corners, *scales):
+    spatial = len(output_size)
+    scales = list(scales) + [None] * (spatial - len(scales))
+
+    def one_d(rows, size, scale):
+        return aten.upsample_linear1d.default(rows, size, align_corners, scale)
+
+    mats = _interpolation_matrices(
+        _ints(input_size[2:]), _ints(output_size), scales, one_d, grad.dtype
+    )
+    return _along_axes(grad, _transposed(mats))
+
+
+def _upsample_nearest_backward(grad, output_size, input_size, *scales):
+    spatial = len(output_size)
+    scales = list(scales) + [None] * (spatial - len(scales))
+
+    def one_d(rows, size, scale):
+        return aten.upsample_nearest1d.default(rows, size, scale)
+
+    mats = _interpolation_matrices(
+        _ints(input_size[2:]), _ints(output_size), scales, one_d, grad.dtype
+    )
+    return _along_axes(grad, _transposed(mats))
+
+
+def _max_pool_backward(grad, self, kernel, stride, padding, dilation, ceil_mode, indices):
+    """Max-pool backward as a scatter-add of the gradient to the argmax positions."""
+    flat_in = math.prod(_ints(self.shape[2:]))
+    zeros = aten.new_zeros.default(grad, [*self.shape[:2], flat_in])
+    out = aten.scatter_add.default(zeros, 2, indices.flatten(2), grad.flatten(2))
+    return out.reshape(self.shape)
+
+
+def _backward_decompositions() -> dict[OpOverload, Rule]:
+    """PyTorch's own forward-only decompositions of backward ops (BatchNorm, ReLU, softmax...)."""
+    return {
+        op: fn
+        for op, fn in _torch_decompositions.items()
+        if isinstance(op, OpOverload) and "backward" in op.name()
+    }
+
+
+def export_rules() -> dict[OpOverload, Rule]:
+    """The decomposition table used while tracing for export: backward ops -> forward ops."""
+    rules = _backward_decompositions()
+    rules.update(
+        {
+            aten.convolution_backward.default: convolution_backward,
+            aten.avg_pool2d_backward.default: _avg_pool_backward,
+            aten.avg_pool3d_backward.default: _avg_pool_backward,
+            aten._adaptive_avg_pool2d_backward.default: _adaptive_avg_pool_backward,
+            aten._adaptive_avg_pool3d_backward.default: _adaptive_avg_pool_backward,
+            aten._adaptive_avg_pool2d.default: _adaptive_avg_pool,
+            aten._adaptive_avg_pool3d.default: _adaptive_avg_pool,
+            aten.max_pool2d_with_indices_backward.default: _max_pool_backward,
+            aten.max_pool3d_with_indices_backward.default: _max_pool_backward,
+            aten.upsample_bilinear2d_backward.default: _upsample_linear_backward,
+            aten.upsample_trilinear3d_backward.default: _upsample_linear_backward,
+            aten.upsample_linear1d_backward.default: _upsample_linear_backward,
+            aten.upsample_nearest2d_backward.default: _upsample_nearest_backward,
+            aten.upsample_nearest3d_backward.default: _upsample_nearest_backward,
+            aten.upsample_nearest1d_backward.default: _upsample_nearest_backward,
+        }
+    )
+    return rules
+
+
+@functools.cache
+def _cached_export_rules() -> Mapping[OpOverload, Rule]:
+    return export_rules()

@@ -1,0 +1,326 @@
+"""Tracing an explainer into one graph of forward operators, and the graph passes on it.
+
+Each pass is a plain function from graph module to graph module (or a check that raises),
+testable alone.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import fx
+from torch._ops import OpOverload, OpOverloadPacket
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from .errors import ExportError
+from .explainers.base import Explainer, tracing
+from .rules import _cached_export_rules
+
+INPUT_NAMES = ("input", "target")
+
+
+def example_batch(x: torch.Tensor, batch: int = 2) -> torch.Tensor:
+    """An example with at least `batch` samples: a batch-1 trace would fix the batch size to 1."""
+    if x.shape[0] >= batch:
+        return x
+    reps = -(-batch // x.shape[0])
+    return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch]
+
+
+def trace(explainer: Explainer, example_input: torch.Tensor) -> fx.GraphModule:
+    """Record forward and rewritten backward of `explainer(input, target)` as one aten graph.
+
+    The batch dimension stays symbolic; rules make every backward op a forward one.
+    """
+    x = example_batch(example_input.detach())
+    target = torch.full((x.shape[0],), -1, dtype=torch.long)
+
+    def run(input: torch.Tensor, target: torch.Tensor):  # noqa: A002 - graph input name
+        return tuple(explainer(input, target))
+
+    with tracing(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm = make_fx(
+            run,
+            decomposition_table=_cached_export_rules(),
+            tracing_mode="symbolic",
+            _allow_non_fake_inputs=True,
+        )(*_fake_inputs(x, target))
+    name_inputs(gm, INPUT_NAMES)
+    simplify_as_strided(gm)
+    drop_detach(gm)
+    fold_constants(gm)
+    drop_unused_inputs_check(gm)
+    return gm
+
+
+def _fake_inputs(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fake inputs whose batch is symbolic and whose other dims are fixed.
+
+    With every dim symbolic, shape expressions of the spatial sizes grow until simple patterns
+    (a view that covers a whole buffer) can no longer be proved; artifacts have fixed C,T,H,W.
+    """
+    from torch._dynamo.source import ConstantSource
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+
+    mode = FakeTensorMode(shape_env=ShapeEnv(), allow_non_fake_inputs=True)
+
+    def fake(t: torch.Tensor, name: str) -> torch.Tensor:
+        dims = [DimDynamic.DYNAMIC] + [DimDynamic.STATIC] * (t.dim() - 1)
+        return mode.from_tensor(
+            t,
+            source=ConstantSource(name),
+            symbolic_context=StatelessSymbolicContext(dynamic_sizes=dims),
+        )
+
+    return fake(x, "input"), fake(target, "target")
+
+
+def name_inputs(gm: fx.GraphModule, names: tuple[str, ...]) -> fx.GraphModule:
+    """Give the graph's placeholders the artifact's input names."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for node, name in zip(placeholders, names):
+        node.name = name
+        node.target = name
+    gm.recompile()
+    return gm
+
+
+def drop_unused_inputs_check(gm: fx.GraphModule) -> None:
+    """The `input` placeholder must feed the graph, or the artifact ignores its input."""
+    for node in gm.graph.nodes:
+        if node.op == "placeholder" and node.name == "input" and not node.users:
+            raise ExportError("the traced graph does not use its input: the model ignored x")
+
+
+def _op_name(target: object) -> str:
+    if isinstance(target, (OpOverload, OpOverloadPacket)):
+        return str(target)
+    return getattr(target, "__name__", str(target))
+
+
+def backward_ops(gm: fx.GraphModule) -> list[str]:
+    """Names of backward operators left in the graph (none may reach an artifact)."""
+    return sorted(
+        {
+            _op_name(n.target)
+            for n in gm.graph.nodes
+            if n.op == "call_function" and "backward" in _op_name(n.target)
+        }
+    )
+
+
+def fake_constants(gm: fx.GraphModule) -> list[str]:
+    """Attributes of the graph that are FakeTensors (a rule built a constant under fake mode)."""
+    found = []
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            value = getattr(gm, node.target, None)
+            if isinstance(value, FakeTensor):
+                found.append(node.target)
+    return found
+
+
+def check_forward_only(gm: fx.GraphModule) -> fx.GraphModule:
+    """Raise ExportError if a backward op or a fake constant is left in the graph."""
+    left = backward_ops(gm)
+    if left:
+        raise ExportError(
+            f"the traced graph still holds backward operator(s) {', '.join(left)}: no rule rewrites "
+            "them into forward operators yet. Please report it with the model's layer types; "
+            "meanwhile choose a model or layer whose backward does not use them"
+        )
+    fakes = fake_constants(gm)
+    if fakes:
+        raise ExportError(
+            f"the traced graph holds FakeTensor constants {fakes}: a rule built a "
+            "constant under fake mode"
+        )
+    return gm
+
+
+def drop_detach(gm: fx.GraphModule) -> fx.GraphModule:
+    """`detach` is an alias in a graph that no autograd will ever see: remove it."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target is torch.ops.aten.detach.default:
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    gm.recompile()
+    return gm
+
+
+def fold_constants(gm: fx.GraphModule) -> fx.GraphModule:
+    """Evaluate every node that depends on constants only (e.g. flipped conv weights) once.
+
+    onnxruntime folds these itself; TorchScript would recompute them on every call.
+    """
+    env: dict[fx.Node, object] = {}
+    count = 0
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op == "get_attr":
+            env[node] = getattr(gm, node.target)
+        elif node.op == "call_function" and isinstance(node.target, OpOverload):
+            inputs = node.all_input_nodes
+            if inputs and all(i in env for i in inputs) and not node.target._schema.is_mutable:
+                args = fx.node.map_arg(node.args, lambda n: env[n])
+                kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+                value = node.target(*args, **kwargs)
+                if isinstance(value, torch.Tensor):
+                    env[node] = value
+                    name = f"_folded_{count}"
+                    count += 1
+                    gm.register_buffer(name, value.detach().contiguous().clone())
+                    with graph.inserting_before(node):
+                        new = graph.get_attr(name)
+                    new.meta = dict(node.meta)
+                    node.replace_all_uses_with(new)
+                    graph.erase_node(node)
+                    env[new] = value
+    graph.eliminate_dead_code()
+    _drop_unused_attributes(gm)
+    gm.recompile()
+    return gm
+
+
+def _drop_unused_attributes(gm: fx.GraphModule) -> None:
+    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    for name in list(dict(gm.named_buffers(recurse=False))) + list(
+        dict(gm.named_parameters(recurse=False))
+    ):
+        if name not in used:
+            delattr(gm, name)
+    for name, value in list(vars(gm).items()):
+        if (
+            isinstance(value, torch.Tensor)
+            and name.startswith("_tensor_constant")
+            and name not in used
+        ):
+            delattr(gm, name)
+
+
+def _value(arg: object) -> object:
+    return arg.meta.get("val") if isinstance(arg, fx.Node) else arg
+
+
+def _same_order_as_contiguous(size: list, stride: list) -> bool:
+    """True if (size, stride) walks memory like a contiguous tensor of `size` (size-1 dims aside)."""
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+    expected = 1
+    for dim_size, dim_stride in reversed(list(zip(size, stride))):
+        if statically_known_true(dim_size == 1):
+            continue
+        if not statically_known_true(dim_stride == expected):
+            return False
+        expected = expected * dim_size
+    return True
+
+
+def simplify_as_strided(gm: fx.GraphModule) -> fx.GraphModule:
+    """Turn `as_strided` calls that only re-view a contiguous tensor into `view`.
+
+    Autograd writes the backward of a strided view (adaptive pooling of a channels-last tensor
+    does one) with as_strided, which ONNX cannot express; when sizes and strides describe the
+    contiguous order, a view is the same thing.
+    """
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+    aten = torch.ops.aten
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in (
+            aten.as_strided.default,
+            aten.as_strided_.default,
+        ):
+            continue
+        source, size, stride = node.args[:3]
+        offset = node.args[3] if len(node.args) > 3 else node.kwargs.get("storage_offset", 0)
+        value = _value(source)
+        sizes = [_value(s) for s in size]
+        strides = [_value(s) for s in stride]
+        if (
+            not isinstance(value, torch.Tensor)
+            or not value.is_contiguous()
+            or not statically_known_true(_value(offset) in (0, None) or _value(offset) == 0)
+            or not _same_order_as_contiguous(sizes, strides)
+        ):
+            continue
+        numel = 1
+        for dim_size in sizes:
+            numel = numel * dim_size
+        if not statically_known_true(value.numel() == numel):
+            continue
+        with gm.graph.inserting_before(node):
+            view = gm.graph.call_function(aten.view.default, (source, list(size)))
+        view.meta = dict(node.meta)
+        node.replace_all_uses_with(view)
+        gm.graph.erase_node(node)
+    _fold_full_copies(gm)
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def _fold_full_copies(gm: fx.GraphModule) -> None:
+    """`buf = new_zeros(n); view(buf).copy_(src)` overwrites all of buf: use a view of src instead."""
+    from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+    aten = torch.ops.aten
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not aten.copy_.default:
+            continue
+        dest, src = node.args[:2]
+        if not (isinstance(dest, fx.Node) and dest.target is aten.view.default):
+            continue
+        buffer = dest.args[0]
+        if not (
+            isinstance(buffer, fx.Node)
+            and buffer.target in (aten.new_zeros.default, aten.zeros.default)
+        ):
+            continue
+        dest_val, src_val, buf_val = _value(dest), _value(src), _value(buffer)
+        if (
+            dest_val.shape != src_val.shape
+            or src_val.dtype != buf_val.dtype
+            or not statically_known_true(dest_val.numel() == buf_val.numel())
+        ):
+            continue
+        with gm.graph.inserting_after(node):
+            whole = gm.graph.call_function(
+                aten.view.default,
+                (
+                    src,
+                    list(buffer.args[1])
+                    if buffer.target is aten.new_zeros.default
+                    else list(buffer.args[0]),
+                ),
+            )
+        whole.meta = dict(buffer.meta)
+        keep = (dest, whole)
+        buffer.replace_all_uses_with(whole, delete_user_cb=lambda user, keep=keep: user not in keep)
+        gm.graph.erase_node(node)
+        if not dest.users:
+            gm.graph.erase_node(dest)
+        if not buffer.users:
+            gm.graph.erase_node(buffer)
+
+
+def scriptable(gm: fx.GraphModule) -> fx.GraphModule:
+    """Rewrite the graph so `torch.jit.script` takes it.
+
+    TorchScript cannot call `aten.<op>.<overload>` objects: each becomes its overload packet;
+    the symbolic-shape helpers (sym_float, sym_int, ...) become Python builtins.
+    """
+    builtins = {torch.sym_float: float, torch.sym_int: int, torch.sym_max: max, torch.sym_min: min}
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if isinstance(node.target, OpOverload):
+            node.target = node.target.overloadpacket
+        elif node.target in builtins:
+            node.target = builtins[node.target]
+    gm.recompile()
+    return gm

@@ -1,0 +1,42 @@
+"""gradvis: exportable explainers (gradvis_export) and their runtime (gradvis_runtime)."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'"(.+)"', (HERE / "gradvis_export" / "_version.py").read_text()).group(1)
+
+setup(
+    name="gradvis",
+    version=VERSION,
+    description="Grad-CAM and guided backprop that export into ONNX / TorchScript artifacts",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["gradvis_export", "gradvis_export.*"]) + ["gradvis_runtime"],
+    package_dir={"gradvis_runtime": "runtime/gradvis_runtime"},
+    install_requires=[
+        "torch>=2.13",
+        "numpy",
+        "onnx>=1.17",
+        "onnxscript>=0.5",
+        "onnxruntime>=1.20",
+        "tqdm",
+    ],
+    extras_require={
+        "video": ["torchvision", "pytorchvideo>=0.1.5", "av", "imageio", "imageio-ffmpeg"],
+        "dev": [
+            "torchvision",
+            "pytorchvideo>=0.1.5",
+            "av",
+            "imageio",
+            "imageio-ffmpeg",
+            "captum==0.9.0",
+            "grad-cam==1.5.7",
+            "pytest",
+            "ruff",
+        ],
+    },
+)

@@ -1,0 +1,98 @@
+"""Exported artifacts (ONNX in onnxruntime, TorchScript in torch.jit.load) vs eager.
+
+Each artifact is exported from a batch-2 example and run on fresh inputs at batch 1 and 3 with
+per-sample targets; eager itself is checked against independent references in
+test_reference.py.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from models import MODEL_FACTORIES, make_input
+
+import gradvis_export as gv
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+METHODS = ["gradcam", "guided", "guided_gradcam"]
+NO_RELU = {"efficientnet_b0"}
+
+
+def make_explainer(method: str, name: str, spec) -> gv.Explainer:
+    activations = "all" if name in NO_RELU else "relu"
+    if method == "gradcam":
+        return gv.GradCAM(spec.model, spec.target_layer)
+    if method == "guided":
+        return gv.GuidedBackprop(spec.model, activations=activations)
+    return gv.GuidedGradCAM(spec.model, spec.target_layer, activations=activations)
+
+
+def run_onnx(path: Path, x: torch.Tensor, target: torch.Tensor) -> list[np.ndarray]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input", "target"]
+    return session.run(None, {"input": x.numpy(), "target": target.numpy()})
+
+
+def run_torchscript(path: Path, x: torch.Tensor, target: torch.Tensor) -> list[np.ndarray]:
+    module = torch.jit.load(str(path))
+    with torch.inference_mode():
+        return [o.numpy() for o in module(x, target)]
+
+
+def assert_matches(got: list[np.ndarray], want, label: str) -> None:
+    assert len(got) == len(want), label
+    for name, g, w in zip(want._fields, got, want):
+        w = w.numpy()
+        assert g.shape == w.shape, f"{label} {name}: shape {g.shape} vs {w.shape}"
+        scale = float(np.abs(w).max())
+        np.testing.assert_allclose(
+            g, w, rtol=1e-4, atol=1e-4 * scale + 1e-6, err_msg=f"{label} output {name!r}"
+        )
+
+
+def targets_for(batch: int) -> torch.Tensor:
+    # class 3 gives a non-zero map on every test net (see test_reference.py)
+    return torch.tensor([-1, 3, 3][:batch], dtype=torch.long)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", list(MODEL_FACTORIES))
+def test_artifacts_match_eager_on_other_batch_sizes(tmp_path, name, method):
+    spec = MODEL_FACTORIES[name]()
+    explainer = make_explainer(method, name, spec)
+    example = make_input((2, *spec.input_shape[1:]), seed=100)
+    onnx_path = gv.export(explainer, example, tmp_path / "explainer.onnx", check=False)
+    ts_path = gv.export(explainer, example, tmp_path / "explainer.pt", check=False)
+    for batch in (1, 3):
+        x = make_input((batch, *spec.input_shape[1:]), seed=batch)
+        target = targets_for(batch)
+        want = explainer(x, target)
+        assert_matches(run_onnx(onnx_path, x, target), want, f"onnx b={batch}")
+        assert_matches(run_torchscript(ts_path, x, target), want, f"torchscript b={batch}")
+        heat = want.heatmap.abs().flatten(1).amax(1)
+        assert bool((heat > 0).all()), "a zero heatmap proves nothing: pick other targets"
+
+
+def test_export_refuses_training_mode_and_keeps_model(tmp_path):
+    spec = MODEL_FACTORIES["resnet18"]()
+    spec.model.train()
+    with pytest.raises(gv.ExportError, match="model.eval"):
+        gv.export(
+            gv.GradCAM(spec.model, "layer4"), make_input(spec.input_shape), tmp_path / "a.onnx"
+        )
+    assert spec.model.training
+    assert list(tmp_path.iterdir()) == []
