@@ -147,9 +147,12 @@ def build_x3d_s() -> ModelCase:
     )
     note = (
         f"captum's GuidedBackprop only hooks nn.ReLU modules: here {relus} nn.ReLU "
-        f"(all modules, so all guided); {', '.join(others)} are not guided by captum. "
-        "gradvis runs with activations='relu' (ReLU family only), so both compute the "
-        "same guided gradient (Swish is a custom autograd Function, unguided in both)."
+        f"(all modules, all hooked); {', '.join(others)} are not guided by captum. "
+        "gradvis runs with activations='relu' (ReLU family only; SwishFunction's backward "
+        "is left plain by both), so both compute the same guided gradient (identical "
+        "on the small test X3D). The TorchScript baseline traces a copy whose Swish "
+        "modules compute x * sigmoid(x) directly: torch.jit.trace cannot record the "
+        "Python autograd Function SwishFunction."
     )
     return ModelCase(
         "x3d_s", "X3D-S (1x3x13x160x160)", model, x, "blocks.4", "trilinear", note
@@ -289,14 +292,18 @@ def build_variants(
     def artifact(method: str, suffix: str) -> Path:
         return workdir / f"{case.name}_{method}{suffix}"
 
-    def produce(key: str, path: Path, make: Callable[[], None]) -> bool:
+    def produce(key: str, path: Path, make: Callable[[Path], None]) -> bool:
+        """Run make(tmp) and move tmp to `path` once it succeeded (so --reuse only ever
+        finds complete artifacts); a failure is recorded in `errors`."""
         if args.reuse and path.is_file():
             log(f"{case.name}: reusing {path}")
             return True
         log(f"{case.name}: exporting {key} -> {path.name} ...")
         start = time.perf_counter()
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
         try:
-            make()
+            make(tmp)
+            os.replace(tmp, path)
         except Exception as error:  # report and go on with the other variants
             errors[key] = first_line(error)
             log(f"{case.name}: export {key} FAILED after "
@@ -304,13 +311,15 @@ def build_variants(
             if args.verbose:
                 traceback.print_exc()
             return False
+        finally:
+            tmp.unlink(missing_ok=True)
         export_seconds[key] = time.perf_counter() - start
         log(f"{case.name}: exported {key} in {export_seconds[key]:.1f}s")
         return True
 
     # --- plain inference baselines -----------------------------------------------------
     path = artifact("plain", ".onnx")
-    if produce("onnxruntime/plain", path, lambda: export_plain_onnx(model, x, path)):
+    if produce("onnxruntime/plain", path, lambda p: export_plain_onnx(model, x, p)):
         session = onnx_session(path, threads)
         got = session.run(None, {"input": x_np})[0]
         if not np.allclose(got, logits.numpy(), rtol=1e-3, atol=1e-3 * float(
@@ -323,7 +332,7 @@ def build_variants(
 
     path_ts = artifact("plain", ".pt")
     if produce("torchscript/plain", path_ts,
-               lambda: export_plain_torchscript(model, x, path_ts)):
+               lambda p: export_plain_torchscript(model, x, p)):
         with quiet():
             module = torch.jit.load(str(path_ts))
 
@@ -340,7 +349,7 @@ def build_variants(
             path_e = artifact(method, suffix)
             explainer = make_explainer(method, model, case.target_layer)
 
-            def make(e=explainer, p=path_e):
+            def make(p: Path, e=explainer) -> None:
                 with quiet():
                     gv.export(e, x, p, check=not args.no_check)
 

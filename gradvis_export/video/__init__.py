@@ -1,0 +1,1 @@
+"""Video helpers: overlays and encoding (the full pipeline grows here)."""

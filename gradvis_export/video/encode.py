@@ -1,0 +1,41 @@
+"""Writing H.264 MP4 files that browsers play, atomically (no half-written output)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def mp4_writer(path: str | os.PathLike, fps: float, width: int, height: int) -> Iterator:
+    """Yield `write(frame_rgb_uint8)`; the file appears at `path` only when the block succeeds."""
+    import av
+
+    path = Path(path)
+    if width % 2 or height % 2:
+        raise ValueError(f"H.264 (yuv420p) needs even sizes, got {width}x{height}")
+    tmp = path.with_name(f".{path.name}.part")
+    container = av.open(str(tmp), mode="w", format="mp4")
+    try:
+        stream = container.add_stream("libx264", rate=round(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+
+        def write(frame: np.ndarray) -> None:
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+
+        yield write
+        for packet in stream.encode():
+            container.mux(packet)
+        container.close()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            with contextlib.suppress(Exception):
+                container.close()
+            tmp.unlink()
