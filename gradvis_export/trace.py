@@ -52,6 +52,7 @@ def trace(explainer: Explainer, example_input: torch.Tensor) -> fx.GraphModule:
     simplify_as_strided(gm)
     drop_detach(gm)
     fold_constants(gm)
+    fold_channel_scales(gm)
     drop_unused_inputs_check(gm)
     return gm
 
@@ -306,6 +307,71 @@ def _fold_full_copies(gm: fx.GraphModule) -> None:
             gm.graph.erase_node(dest)
         if not buffer.users:
             gm.graph.erase_node(buffer)
+
+
+def fold_channel_scales(gm: fx.GraphModule) -> fx.GraphModule:
+    """Fold a constant per-channel scale of a convolution's input into its weight.
+
+    In a backward pass every eval-mode BatchNorm becomes `grad * (gamma / sigma)` right before
+    the adjoint convolution of the layer below; scaling the weight once saves one pass over
+    each gradient tensor at run time.
+    """
+    aten = torch.ops.aten
+    count = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not aten.convolution.default:
+            continue
+        scaled, weight_node = node.args[0], node.args[1]
+        if not (
+            isinstance(scaled, fx.Node)
+            and scaled.target is aten.mul.Tensor
+            and len(scaled.users) == 1
+            and isinstance(weight_node, fx.Node)
+            and weight_node.op == "get_attr"
+            and len(weight_node.users) == 1
+        ):
+            continue
+        lhs, rhs = scaled.args
+        data, scale_node = (lhs, rhs) if _is_constant(gm, rhs) else (rhs, lhs)
+        if not (_is_constant(gm, scale_node) and isinstance(data, fx.Node)):
+            continue
+        scale, weight = getattr(gm, scale_node.target), getattr(gm, weight_node.target)
+        channels = _value(data).shape[1]
+        spatial = weight.dim() - 2
+        if scale.numel() != channels or tuple(scale.shape[-spatial:]) != (1,) * spatial:
+            continue
+        transposed, groups = node.args[6], node.args[8]
+        scale = scale.reshape(-1)
+        if transposed:  # weight (in, out/groups, *k): input channels on dim 0
+            new_weight = weight * scale.view(-1, *([1] * (spatial + 1)))
+        else:  # weight (out, in/groups, *k): input channel c is group c // (in/groups)
+            per_group = weight.shape[1]
+            grouped = weight.reshape(
+                groups, weight.shape[0] // groups, per_group, *weight.shape[2:]
+            )
+            new_weight = (grouped * scale.view(groups, 1, per_group, *([1] * spatial))).reshape(
+                weight.shape
+            )
+        name = f"_scaled_weight_{count}"
+        count += 1
+        gm.register_buffer(name, new_weight.contiguous())
+        with gm.graph.inserting_before(node):
+            new_node = gm.graph.get_attr(name)
+        new_node.meta = dict(weight_node.meta)
+        node.args = (data, new_node, *node.args[2:])
+        gm.graph.erase_node(scaled)
+    gm.graph.eliminate_dead_code()
+    _drop_unused_attributes(gm)
+    gm.recompile()
+    return gm
+
+
+def _is_constant(gm: fx.GraphModule, arg: object) -> bool:
+    return (
+        isinstance(arg, fx.Node)
+        and arg.op == "get_attr"
+        and isinstance(getattr(gm, arg.target, None), torch.Tensor)
+    )
 
 
 def scriptable(gm: fx.GraphModule) -> fx.GraphModule:
