@@ -11,7 +11,7 @@ from .explainers import (
     GuidedGradCAM,
     GuidedGradCAMOutput,
 )
-from .export import export
+from .exporter import export
 
 __all__ = [
     "BaseCAM",

@@ -65,6 +65,38 @@ def _first_tensor(output: object) -> torch.Tensor | None:
     return None
 
 
+#: Activation modules whose backward is a custom autograd.Function, invisible to aten rules:
+#: (module path, class name) -> (activation name, the aten-visible equivalent).
+CUSTOM_FUNCTION_ACTIVATIONS = {
+    ("pytorchvideo.layers.swish", "Swish"): ("silu", torch.nn.functional.silu),
+}
+
+
+@contextlib.contextmanager
+def aten_activations(model: nn.Module, activations: Sequence[str]) -> Iterator[None]:
+    """Inside the block, known custom-Function activations compute through their aten op.
+
+    A temporary forward hook replaces the module's output by the same values computed with
+    the aten op (pytorchvideo's Swish -> F.silu), so the guided rule for that op applies.
+    """
+    handles = []
+    try:
+        for module in model.modules():
+            key = (type(module).__module__, type(module).__name__)
+            entry = CUSTOM_FUNCTION_ACTIVATIONS.get(key)
+            if entry is not None and entry[0] in activations:
+                equivalent = entry[1]
+                handles.append(
+                    module.register_forward_hook(
+                        lambda _m, inputs, _out, fn=equivalent: fn(inputs[0])
+                    )
+                )
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @contextlib.contextmanager
 def capture_outputs(layers: list[tuple[str, nn.Module]]) -> Iterator[list[torch.Tensor | None]]:
     """Record each layer's output (the first tensor of a tuple) during one forward.

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import MODEL_FACTORIES, make_input
 
 import gradvis_export as gv
-from gradvis_export import export as export_module
+from gradvis_export import exporter as export_module
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),

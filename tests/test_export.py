@@ -96,3 +96,15 @@ def test_export_refuses_training_mode_and_keeps_model(tmp_path):
         )
     assert spec.model.training
     assert list(tmp_path.iterdir()) == []
+
+
+def test_x3d_guided_all_with_swish_exports(tmp_path):
+    """The Swish adapter (a temporary forward hook) is traced into the artifact too."""
+    spec = MODEL_FACTORIES["x3d"]()
+    explainer = gv.GuidedBackprop(spec.model, activations="all")
+    example = make_input((2, *spec.input_shape[1:]), seed=100)
+    path = gv.export(explainer, example, tmp_path / "x3d_guided_all.onnx", check=False)
+    for batch in (1, 3):
+        x = make_input((batch, *spec.input_shape[1:]), seed=batch)
+        target = targets_for(batch)
+        assert_matches(run_onnx(path, x, target), explainer(x, target), f"onnx b={batch}")

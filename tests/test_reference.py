@@ -764,3 +764,23 @@ def test_parameter_grads_not_accumulated(gv):
     gv.GuidedGradCAM(spec.model, target_layer=spec.target_layer)(x)
     dirty = [n for n, p in spec.model.named_parameters() if p.grad is not None]
     assert not dirty, f"parameter .grad populated: {dirty[:5]}"
+
+
+def test_pytorchvideo_swish_is_guided_with_all(gv):
+    """X3D's Swish is a custom autograd.Function; with activations="all" it must be guided like
+    SiLU.  Reference: the independent guided reference on a twin whose Swish modules are nn.SiLU
+    (same values; SiLU is caught by the reference's function mode)."""
+    from pytorchvideo.layers.swish import Swish
+
+    spec, x = build("x3d")
+    twin = copy.deepcopy(spec.model)
+    for parent in twin.modules():
+        for child_name, child in parent.named_children():
+            if isinstance(child, Swish):
+                setattr(parent, child_name, nn.SiLU())
+    target = torch.tensor([3, -1])
+    _, ref = reference_guided(twin, x, target, activations="all")
+    out = gv.GuidedBackprop(spec.model, activations="all")(x, target)
+    scaled_close(out.heatmap, ref, what="x3d guided all")
+    _, relu_only = reference_guided(spec.model, x, target, activations="relu")
+    assert (ref - relu_only).abs().max() > 1e-3 * ref.abs().max()  # Swish guiding matters

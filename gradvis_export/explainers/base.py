@@ -178,8 +178,12 @@ class Explainer(nn.Module):
                 "explainers need autograd in eager mode; call them outside torch.inference_mode() "
                 "(the exported artifact is the one that runs under inference mode)"
             )
-        with torch.enable_grad():
+        with torch.enable_grad(), self.forward_context():
             return self.explain(x.detach().requires_grad_(True), target)
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        """A context the model's forward runs in (guided explainers adapt activations here)."""
+        return contextlib.nullcontext()
 
     def explain(self, x: torch.Tensor, target: torch.Tensor) -> NamedTuple:
         raise NotImplementedError

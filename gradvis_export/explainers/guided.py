@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..layers import LayerSpec
+from ..layers import LayerSpec, aten_activations
 from ..rules import RuleMode, activation_names, guided_rules
 from .base import Explainer, ExplainerOutput, gradients, selected_score
 from .gradcam import GradCAM
@@ -30,7 +30,7 @@ def check_rules_applied(mode: RuleMode, activations: tuple[str, ...]) -> None:
     raise ValueError(
         f"guided backprop found none of the activations {', '.join(activations)} in the model; "
         f"{has}. Use activations='all' (or name them) to guide those; activations written as "
-        "custom autograd Functions are not seen"
+        "custom autograd Functions (other than pytorchvideo's Swish) are not seen"
     )
 
 
@@ -46,6 +46,9 @@ class GuidedBackprop(Explainer):
         super().__init__(model)
         self.activations = activation_names(activations)
         self.rules = guided_rules(self.activations)
+
+    def forward_context(self):
+        return aten_activations(self.model, self.activations)
 
     def guided_gradient(self, x: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         (grad,), mode = gradients(score, [x], ["the input"], rules=self.rules)
@@ -82,6 +85,7 @@ class GuidedGradCAM(GradCAM):
         self.activations = activation_names(activations)
         self.rules = guided_rules(self.activations)
 
+    forward_context = GuidedBackprop.forward_context
     guided_gradient = GuidedBackprop.guided_gradient
 
     def explain(self, x: torch.Tensor, target: torch.Tensor) -> NamedTuple:

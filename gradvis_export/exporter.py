@@ -172,12 +172,15 @@ def check_artifact(
                     f"the {fmt} artifact's output {name!r} differs from eager at batch {batch} "
                     f"(max abs diff {diff}, shape {np.shape(g)} vs {w.shape})"
                 )
-        results.append(got)
-    for name, a, b in zip(outputs, *results):
-        if name != "logits" and np.array_equal(a[:1], b[:1]) and np.abs(a).max() > 0:
+        results.append((got, want))
+    (got_a, want_a), (got_b, want_b) = results
+    for name, a, b, eager_a, eager_b in zip(outputs, got_a, got_b, want_a, want_b):
+        # Only where eager itself changes with the input (a normalised map with one hot spot
+        # can legitimately be the same for two inputs).
+        if np.array_equal(a[:1], b[:1]) and not np.array_equal(eager_a[:1], eager_b[:1]):
             raise ExportError(
-                f"the artifact's {name!r} is the same for two different inputs: "
-                "the heatmap was constant-folded"
+                f"the artifact's {name!r} is the same for two different inputs while eager's "
+                "differs: the heatmap was constant-folded"
             )
 
 
