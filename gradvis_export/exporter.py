@@ -215,7 +215,7 @@ def export(
 
     outputs = list(explainer(example_input[:1])._fields)
     try:
-        gm = check_forward_only(trace(explainer, example_input))
+        gm = check_forward_only(trace(explainer, example_input), explainer.model, example_input)
     except GradvisError:
         raise
     except Exception as error:  # a torch internal failure: say where it happened

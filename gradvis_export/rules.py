@@ -351,6 +351,25 @@ def _max_pool_backward(grad, self, kernel, stride, padding, dilation, ceil_mode,
     return out.reshape(self.shape)
 
 
+def _adaptive_max_pool_backward(grad, self, indices):
+    return _max_pool_backward(grad, self, None, None, None, None, None, indices)
+
+
+def _replication_pad_backward(grad, self, padding):
+    """Replication padding is separable and linear: per-axis matrices, transposed."""
+    spatial = len(padding) // 2
+    in_sizes = _ints(self.shape[-spatial:])
+    pads = list(reversed([_ints(padding[2 * i : 2 * i + 2]) for i in range(spatial)]))
+
+    def build() -> list[torch.Tensor]:
+        return [
+            F.pad(_identity_rows(i, grad.dtype), p, mode="replicate")[:, 0, :].t().contiguous()
+            for i, p in zip(in_sizes, pads)
+        ]
+
+    return _along_axes(grad, _transposed(_constant(build)))
+
+
 def _backward_decompositions() -> dict[OpOverload, Rule]:
     """PyTorch's own forward-only decompositions of backward ops (BatchNorm, ReLU, softmax...)."""
     return {
@@ -374,6 +393,11 @@ def export_rules() -> dict[OpOverload, Rule]:
             aten._adaptive_avg_pool3d.default: _adaptive_avg_pool,
             aten.max_pool2d_with_indices_backward.default: _max_pool_backward,
             aten.max_pool3d_with_indices_backward.default: _max_pool_backward,
+            aten.adaptive_max_pool2d_backward.default: _adaptive_max_pool_backward,
+            aten.adaptive_max_pool3d_backward.default: _adaptive_max_pool_backward,
+            aten.replication_pad1d_backward.default: _replication_pad_backward,
+            aten.replication_pad2d_backward.default: _replication_pad_backward,
+            aten.replication_pad3d_backward.default: _replication_pad_backward,
             aten.upsample_bilinear2d_backward.default: _upsample_linear_backward,
             aten.upsample_trilinear3d_backward.default: _upsample_linear_backward,
             aten.upsample_linear1d_backward.default: _upsample_linear_backward,

@@ -125,14 +125,65 @@ def fake_constants(gm: fx.GraphModule) -> list[str]:
     return found
 
 
-def check_forward_only(gm: fx.GraphModule) -> fx.GraphModule:
-    """Raise ExportError if a backward op or a fake constant is left in the graph."""
+def forward_op_of(backward_op: str) -> str:
+    """'aten.grid_sampler_2d_backward.default' -> 'grid_sampler_2d'."""
+    name = backward_op.split(".")[1] if backward_op.count(".") >= 1 else backward_op
+    return name.removesuffix("_backward")
+
+
+def layers_calling(
+    model: torch.nn.Module, x: torch.Tensor, op_names: set[str]
+) -> dict[str, list[str]]:
+    """Which layers of `model` call the aten ops `op_names` in a forward on `x`."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.module_tracker import ModuleTracker
+
+    found: dict[str, list[str]] = {}
+    tracker = ModuleTracker()
+    root = f"{type(model).__name__}."
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name in op_names:
+                layers = found.setdefault(name, [])
+                for parent in sorted(tracker.parents - {"Global"}, key=len)[-1:]:
+                    name = parent.removeprefix(root)  # the tracker prefixes the root class
+                    if name not in layers:
+                        layers.append(name)
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), tracker, Record(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model(x)
+    return found
+
+
+def check_forward_only(
+    gm: fx.GraphModule, model: torch.nn.Module | None = None, example: torch.Tensor | None = None
+) -> fx.GraphModule:
+    """Raise ExportError if a backward op or a fake constant is left in the graph.
+
+    Given the model and an example, the error names the layers whose forward op it is.
+    """
     left = backward_ops(gm)
     if left:
+        where = ""
+        if model is not None and example is not None:
+            forward = {forward_op_of(op) for op in left}
+            layers = sorted(
+                {
+                    layer
+                    for names in layers_calling(model, example, forward).values()
+                    for layer in names
+                }
+            )
+            if layers:
+                where = f" (the backward of layer(s) {', '.join(repr(n) for n in layers)})"
         raise ExportError(
-            f"the traced graph still holds backward operator(s) {', '.join(left)}: no rule rewrites "
-            "them into forward operators yet. Please report it with the model's layer types; "
-            "meanwhile choose a model or layer whose backward does not use them"
+            f"the traced graph still holds backward operator(s) {', '.join(left)}{where}: no rule "
+            "rewrites them into forward operators yet. Choose a target layer or model without "
+            "them, or report the layer type so a rule can be added"
         )
     fakes = fake_constants(gm)
     if fakes:

@@ -239,3 +239,32 @@ def test_exported_metadata_and_runtime(tmp_path):
     assert out["heatmap"].shape == (1, *spec.input_shape[2:])
     with pytest.raises(ValueError, match="this artifact takes"):
         rt.run(np.zeros((1, 3, 4, 32, 32), dtype=np.float32))
+
+
+class Warp(nn.Module):
+    """A fixed spatial warp (grid_sample): its backward has no forward rewrite yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        theta = torch.tensor([[[0.9, 0.1, 0.0], [-0.1, 0.9, 0.0]]])
+        self.register_buffer("grid", F.affine_grid(theta, [1, 4, 8, 8], align_corners=False))
+
+    def forward(self, x):
+        return F.grid_sample(x, self.grid.expand(x.shape[0], -1, -1, -1), align_corners=False)
+
+
+def test_export_names_the_op_and_layer_it_cannot_rewrite(tmp_path):
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        Warp(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ).eval()
+    before = model_state(model)
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(gv.ExportError, match=r"grid_sampler_2d_backward.*layer\(s\) '2'"):
+        gv.export(gv.GuidedBackprop(model), x, tmp_path / "warp.onnx")
+    assert list(tmp_path.iterdir()) == []
+    assert_same_state(before, model_state(model))

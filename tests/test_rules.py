@@ -186,3 +186,27 @@ def test_rule_mode_reports_activations_it_does_not_rewrite():
 def test_unknown_activation_name_lists_choices():
     with pytest.raises(ValueError, match="choose from .*relu"):
         rules.activation_names("swishy")
+
+
+@pytest.mark.parametrize("shape,out", [((2, 3, 7, 5), (3, 2)), ((2, 2, 4, 5, 6), (2, 3, 2))])
+def test_adaptive_max_pool_backward(shape, out):
+    torch.manual_seed(7)
+    x = torch.randn(shape, requires_grad=True)
+    pool = F.adaptive_max_pool2d if len(shape) == 4 else F.adaptive_max_pool3d
+    y, idx = pool(x, out, return_indices=True)
+    g = torch.randn_like(y)
+    (want,) = torch.autograd.grad(y, x, g)
+    close(rules._adaptive_max_pool_backward(g, x.detach(), idx), want)
+
+
+@pytest.mark.parametrize(
+    "shape,padding",
+    [((2, 3, 9), [2, 1]), ((2, 3, 6, 5), [1, 2, 3, 0]), ((2, 2, 4, 5, 6), [1, 1, 0, 2, 2, 1])],
+)
+def test_replication_pad_backward(shape, padding):
+    torch.manual_seed(8)
+    x = torch.randn(shape, requires_grad=True)
+    y = F.pad(x, padding, mode="replicate")
+    g = torch.randn_like(y)
+    (want,) = torch.autograd.grad(y, x, g)
+    close(rules._replication_pad_backward(g, x.detach(), padding), want)
