@@ -102,7 +102,7 @@ def _save_onnx(
             output_names=outputs,
             dynamo=True,
             opset_version=opset,
-            optimize=False,
+            optimize=True,
             verify=False,
         )
     model = onnx_program.model_proto
