@@ -66,6 +66,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+#: the checkout this script lives in; its gradvis_export / gradvis_runtime are the ones measured
+#: (not whatever an editable install elsewhere points to), unless --installed
+REPO = Path(__file__).resolve().parent.parent
+
 MODELS = ("resnet50", "x3d_s")
 DEFAULT_REPEATS = {"resnet50": 20, "x3d_s": 10}
 QUICK_REPEATS = {"resnet50": 5, "x3d_s": 3}
@@ -638,6 +642,40 @@ def model_report(
     return lines, data
 
 
+def code_under_test() -> dict[str, str]:
+    """Where gradvis_export / gradvis_runtime were imported from, and that tree's git state
+    (imported here, once, so a checkout edited during the run does not mix versions)."""
+    import subprocess
+
+    import gradvis_runtime
+
+    import gradvis_export
+
+    root = Path(gradvis_export.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "gradvis_export", "runtime"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        git = f"commit {head}" + (" + uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        git = "not a git checkout"
+    return {
+        "gradvis_export": str(Path(gradvis_export.__file__).parent),
+        "gradvis_runtime": str(Path(gradvis_runtime.__file__).parent),
+        "version": gradvis_export.__version__,
+        "git": git,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -685,6 +723,11 @@ def main(argv: list[str] | None = None) -> int:
         help="do not time explainer artifacts whose export check failed (default: re-export "
         "them with check=False, time them and mark them *)",
     )
+    parser.add_argument(
+        "--installed",
+        action="store_true",
+        help="measure the installed gradvis_export / gradvis_runtime instead of this checkout's",
+    )
     parser.add_argument("--verbose", action="store_true", help="tracebacks of failed exports")
     args = parser.parse_args(argv)
 
@@ -696,9 +739,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--reuse needs --keep DIR")
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
 
+    if not args.installed:
+        sys.path[:0] = [str(REPO), str(REPO / "runtime")]
     torch.set_num_threads(args.threads)
     import captum
     import onnxruntime
+
+    code = code_under_test()
+    log(f"measuring {code['gradvis_export']} (gradvis {code['version']}, {code['git']})")
 
     with contextlib.ExitStack() as stack:
         if args.keep is not None:
@@ -748,12 +796,14 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "export_check": not args.no_check,
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "code_under_test": code,
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     footer = (
         f"median of one call, batch 1, {args.threads} threads; torch {meta['torch']}, "
         f"onnxruntime {meta['onnxruntime']}, captum {meta['captum']}; "
-        f"{meta['cpu_count']} CPUs; OMP_WAIT_POLICY={meta['OMP_WAIT_POLICY']}"
+        f"{meta['cpu_count']} CPUs; OMP_WAIT_POLICY={meta['OMP_WAIT_POLICY']}\n"
+        f"gradvis {code['version']} from {code['gradvis_export']} ({code['git']})"
     )
     print(footer)
     if args.json is not None:

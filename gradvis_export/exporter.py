@@ -141,8 +141,20 @@ def _runner(path: Path, fmt: str) -> Callable[[np.ndarray, np.ndarray], list[np.
 
 
 def _close(got: np.ndarray, want: np.ndarray, rtol: float) -> bool:
+    """Equal up to rounding, elementwise; or, for piecewise outputs, nearly everywhere.
+
+    A guided gradient is piecewise: a ReLU input within rounding of zero can open on one
+    runtime and stay closed on the other (seen on ResNet-50 at 224x224: 157 of 451,584
+    elements).  A few such elements are accepted; a broad drift is not.
+    """
+    if got.shape != want.shape or not np.isfinite(got).all():
+        return False
     scale = float(np.abs(want).max()) if want.size else 0.0
-    return got.shape == want.shape and bool(np.all(np.abs(got - want) <= rtol * scale + 1e-6))
+    bad = np.abs(got - want) > rtol * scale + 1e-6
+    if not bad.any():
+        return True
+    relative = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+    return bad.mean() <= 1e-3 and relative <= 1e-2
 
 
 def check_artifact(

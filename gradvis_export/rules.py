@@ -227,9 +227,12 @@ def _along_axes(x: torch.Tensor, matrices: Sequence[torch.Tensor]) -> torch.Tens
     """Apply one matrix per trailing axis: x[..., i, ...] -> sum_i M[o, i] x[..., i, ...]."""
     first = x.dim() - len(matrices)
     for offset, matrix in enumerate(matrices):
-        axis = first + offset
-        x = torch.matmul(x.movedim(axis, -1), matrix.t()).movedim(-1, axis)
+        x = _along_axes_one(x, matrix, first + offset)
     return x
+
+
+def _along_axes_one(x: torch.Tensor, matrix: torch.Tensor, axis: int) -> torch.Tensor:
+    return torch.matmul(x.movedim(axis, -1), matrix.t()).movedim(-1, axis)
 
 
 def _transposed(matrices: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -315,6 +318,26 @@ def _interpolation_matrices(in_sizes, out_sizes, scales, one_d: Callable[..., to
         ]
 
     return _constant(build)
+
+
+def resize_linear(maps: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Bilinear / trilinear resize (align_corners=False) of the trailing axes, as matrices.
+
+    Equal to F.interpolate, but it exports as a few MatMuls: the exporter writes a trilinear
+    upsample as GatherND ops, which cost onnxruntime more than the whole Grad-CAM backward.
+    """
+    sizes = _ints(sizes)
+    in_sizes = _ints(maps.shape[-len(sizes) :])
+
+    def one_d(rows, size, scale):
+        return aten.upsample_linear1d.default(rows, size, False, scale)
+
+    mats = _interpolation_matrices(in_sizes, sizes, [None] * len(sizes), one_d, maps.dtype)
+    first = maps.dim() - len(sizes)
+    for axis, (matrix, i, o) in enumerate(zip(mats, in_sizes, sizes)):
+        if i != o:
+            maps = _along_axes_one(maps, matrix, first + axis)
+    return maps
 
 
 def _upsample_linear_backward(grad, output_size, input_size, align_corners, *scales):

@@ -210,3 +210,20 @@ def test_replication_pad_backward(shape, padding):
     g = torch.randn_like(y)
     (want,) = torch.autograd.grad(y, x, g)
     close(rules._replication_pad_backward(g, x.detach(), padding), want)
+
+
+@pytest.mark.parametrize(
+    "shape,size",
+    [
+        ((2, 7, 7), (224, 224)),
+        ((2, 13, 5, 5), (13, 160, 160)),
+        ((3, 4, 2, 2), (8, 64, 64)),
+        ((2, 5, 6), (5, 13)),
+    ],
+)
+def test_resize_linear_is_bilinear_or_trilinear(shape, size):
+    torch.manual_seed(9)
+    maps = torch.randn(shape)
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    want = F.interpolate(maps[:, None], size=size, mode=mode, align_corners=False)[:, 0]
+    close(rules.resize_linear(maps, size), want)

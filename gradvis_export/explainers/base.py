@@ -8,12 +8,11 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError, LayerError
 from ..layers import capture_outputs
-from ..rules import RuleMode, RuleSet
+from ..rules import RuleMode, RuleSet, resize_linear
 
 _TRACING: contextvars.ContextVar[bool] = contextvars.ContextVar("gradvis_tracing", default=False)
 
@@ -137,10 +136,7 @@ def upsample_to(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             f"the target layer's output has {maps.dim() - 1} spatial dims but the input has "
             f"{spatial}; choose a layer that outputs (B,C,{'T,' if spatial == 3 else ''}H,W)"
         )
-    mode = "bilinear" if spatial == 2 else "trilinear"
-    return F.interpolate(
-        maps.unsqueeze(1), size=x.shape[2:], mode=mode, align_corners=False
-    ).squeeze(1)
+    return resize_linear(maps, x.shape[2:])
 
 
 def normalize_per_sample(maps: torch.Tensor) -> torch.Tensor:
