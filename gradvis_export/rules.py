@@ -393,6 +393,11 @@ def _replication_pad_backward(grad, self, padding):
     return _along_axes(grad, _transposed(_constant(build)))
 
 
+def _threshold_backward(grad, self, threshold):
+    """ReLU backward as grad x mask: onnxruntime runs Mul far faster than Where with a scalar."""
+    return grad * aten.gt.Scalar(self, threshold).to(grad.dtype)
+
+
 def _backward_decompositions() -> dict[OpOverload, Rule]:
     """PyTorch's own forward-only decompositions of backward ops (BatchNorm, ReLU, softmax...)."""
     return {
@@ -408,6 +413,7 @@ def export_rules() -> dict[OpOverload, Rule]:
     rules.update(
         {
             aten.convolution_backward.default: convolution_backward,
+            aten.threshold_backward.default: _threshold_backward,
             aten.avg_pool2d_backward.default: _avg_pool_backward,
             aten.avg_pool3d_backward.default: _avg_pool_backward,
             aten._adaptive_avg_pool2d_backward.default: _adaptive_avg_pool_backward,

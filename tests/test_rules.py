@@ -227,3 +227,11 @@ def test_resize_linear_is_bilinear_or_trilinear(shape, size):
     mode = "bilinear" if len(size) == 2 else "trilinear"
     want = F.interpolate(maps[:, None], size=size, mode=mode, align_corners=False)[:, 0]
     close(rules.resize_linear(maps, size), want)
+
+
+def test_threshold_backward_as_mask():
+    torch.manual_seed(10)
+    x, g = torch.randn(4, 9), torch.randn(4, 9)
+    for threshold in (0.0, 0.3):
+        want = aten.threshold_backward.default(g, x, threshold)
+        close(rules._threshold_backward(g, x, threshold), want)
