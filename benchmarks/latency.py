@@ -41,9 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import io
 import json
-import logging
 import os
 import platform
 import statistics
@@ -100,21 +98,11 @@ def log(message: str) -> None:
     print(f"[{time.perf_counter() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
 def quiet():
     """Silence exporter chatter (prints, warnings, info logs) while exporting."""
-    names = ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    from gradvis_export.exporter import quiet as exporter_quiet
+
+    return exporter_quiet()
 
 
 # ----------------------------------------------------------------------------------------

@@ -64,9 +64,10 @@ def artifact_metadata(
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """Silence the exporters' progress prints and deprecation warnings."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "torch.export")]
+    names = ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo")
+    loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -91,7 +92,7 @@ def _save_onnx(
 
     target = torch.full((x.shape[0],), -1, dtype=torch.long)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with _quiet():
+    with quiet():
         program = torch.export.export(
             gm, (x, target), dynamic_shapes=({0: batch}, {0: batch}), strict=False
         )
@@ -114,7 +115,7 @@ def _save_onnx(
 
 def _save_torchscript(gm: fx.GraphModule, path: Path, metadata: dict[str, object]) -> None:
     gm = scriptable(gm)
-    with _quiet():
+    with quiet():
         module = torch.jit.script(gm)
         torch.jit.save(
             module, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(metadata)}
@@ -130,7 +131,7 @@ def _runner(path: Path, fmt: str) -> Callable[[np.ndarray, np.ndarray], list[np.
         options.log_severity_level = 3
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return lambda x, t: session.run(None, {"input": x, "target": t})
-    with _quiet():
+    with quiet():
         module = torch.jit.load(str(path))
 
     def run(x: np.ndarray, t: np.ndarray) -> list[np.ndarray]:
