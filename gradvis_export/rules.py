@@ -407,7 +407,8 @@ def _backward_decompositions() -> dict[OpOverload, Rule]:
     }
 
 
-def export_rules() -> dict[OpOverload, Rule]:
+@functools.cache
+def export_rules() -> Mapping[OpOverload, Rule]:
     """The decomposition table used while tracing for export: backward ops -> forward ops."""
     rules = _backward_decompositions()
     rules.update(
@@ -436,8 +437,3 @@ def export_rules() -> dict[OpOverload, Rule]:
         }
     )
     return rules
-
-
-@functools.cache
-def _cached_export_rules() -> Mapping[OpOverload, Rule]:
-    return export_rules()

@@ -16,7 +16,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from .errors import ExportError
 from .explainers.base import Explainer, tracing
-from .rules import _cached_export_rules
+from .rules import export_rules
 
 INPUT_NAMES = ("input", "target")
 
@@ -44,7 +44,7 @@ def trace(explainer: Explainer, example_input: torch.Tensor) -> fx.GraphModule:
         warnings.simplefilter("ignore")
         gm = make_fx(
             run,
-            decomposition_table=_cached_export_rules(),
+            decomposition_table=export_rules(),
             tracing_mode="symbolic",
             _allow_non_fake_inputs=True,
         )(*_fake_inputs(x, target))
@@ -53,7 +53,7 @@ def trace(explainer: Explainer, example_input: torch.Tensor) -> fx.GraphModule:
     drop_detach(gm)
     fold_constants(gm)
     fold_channel_scales(gm)
-    drop_unused_inputs_check(gm)
+    check_input_used(gm)
     return gm
 
 
@@ -90,7 +90,7 @@ def name_inputs(gm: fx.GraphModule, names: tuple[str, ...]) -> fx.GraphModule:
     return gm
 
 
-def drop_unused_inputs_check(gm: fx.GraphModule) -> None:
+def check_input_used(gm: fx.GraphModule) -> None:
     """The `input` placeholder must feed the graph, or the artifact ignores its input."""
     for node in gm.graph.nodes:
         if node.op == "placeholder" and node.name == "input" and not node.users:
