@@ -19,7 +19,7 @@ from torch import fx
 from ._version import __version__
 from .errors import ExportError, GradvisError
 from .explainers.base import Explainer, check_input
-from .trace import INPUT_NAMES, check_forward_only, example_batch, scriptable, trace
+from .trace import check_forward_only, example_batch, example_inputs, scriptable, trace
 
 FORMATS = {
     ".onnx": "onnx",
@@ -44,22 +44,43 @@ def _format_of(path: Path, format: str | None) -> str:
     )
 
 
+def input_specs(
+    explainer: Explainer, x: torch.Tensor, inputs: dict[str, torch.Tensor]
+) -> dict[str, dict[str, object]]:
+    """Each graph input's dtype, shape ("B" = any batch), default and meaning."""
+    specs = {"input": {"dtype": "float32", "shape": ["B", *map(int, x.shape[1:])]}}
+    for spec in explainer.target.specs:
+        value = inputs[spec.name]
+        specs[spec.name] = {
+            "dtype": str(spec.dtype).removeprefix("torch."),
+            "shape": ["B", *map(int, value.shape[1:])],
+            "default": spec.default,
+            "doc": spec.doc,
+        }
+    return specs
+
+
 def artifact_metadata(
-    explainer: Explainer, example_input: torch.Tensor, outputs: list[str], fmt: str
+    explainer: Explainer,
+    example_input: torch.Tensor,
+    inputs: dict[str, torch.Tensor],
+    outputs: list[str],
+    fmt: str,
 ) -> dict[str, object]:
     """What the artifact records about itself (read back by gradvis_runtime)."""
+    names = list(explainer.input_names)
     return {
         **explainer.metadata(),
         "format": fmt,
         "gradvis_version": __version__,
         "torch_version": torch.__version__,
-        "inputs": list(INPUT_NAMES),
+        "inputs": names,
+        "input_specs": input_specs(explainer, example_input, inputs),
         "outputs": outputs,
         "input_layout": "BCHW" if example_input.dim() == 4 else "BCTHW",
         "input_shape": ["B", *[int(s) for s in example_input.shape[1:]]],
-        "dynamic_axes": {"input": [0], "target": [0]},
-        "target": "int64 (B,): class index per sample, -1 = argmax; outside [0, classes) gives a "
-        "zero heatmap",
+        "dynamic_axes": {name: [0] for name in names},
+        "out_of_range": "a class outside [0, classes) (other than -1) gives a zero heatmap",
     }
 
 
@@ -82,7 +103,8 @@ def quiet() -> Iterator[None]:
 
 def _save_onnx(
     gm: fx.GraphModule,
-    x: torch.Tensor,
+    args: tuple[torch.Tensor, ...],
+    names: list[str],
     outputs: list[str],
     path: Path,
     metadata: dict[str, object],
@@ -90,16 +112,15 @@ def _save_onnx(
 ) -> None:
     import onnx
 
-    target = torch.full((x.shape[0],), -1, dtype=torch.long)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with quiet():
         program = torch.export.export(
-            gm, (x, target), dynamic_shapes=({0: batch}, {0: batch}), strict=False
+            gm, args, dynamic_shapes=tuple({0: batch} for _ in args), strict=False
         )
         onnx_program = torch.onnx.export(
             program,
-            (x, target),
-            input_names=list(INPUT_NAMES),
+            args,
+            input_names=names,
             output_names=outputs,
             dynamo=True,
             opset_version=opset,
@@ -122,7 +143,10 @@ def _save_torchscript(gm: fx.GraphModule, path: Path, metadata: dict[str, object
         )
 
 
-def _runner(path: Path, fmt: str) -> Callable[[np.ndarray, np.ndarray], list[np.ndarray]]:
+Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+
+def _runner(path: Path, fmt: str, names: list[str]) -> Runner:
     if fmt == "onnx":
         import onnxruntime as ort
 
@@ -130,13 +154,13 @@ def _runner(path: Path, fmt: str) -> Callable[[np.ndarray, np.ndarray], list[np.
         options.intra_op_num_threads = max(1, min(2, os.cpu_count() or 1))
         options.log_severity_level = 3
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return lambda x, t: session.run(None, {"input": x, "target": t})
+        return lambda feeds: session.run(None, feeds)
     with quiet():
         module = torch.jit.load(str(path))
 
-    def run(x: np.ndarray, t: np.ndarray) -> list[np.ndarray]:
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         with torch.inference_mode():
-            return [o.numpy() for o in module(torch.from_numpy(x), torch.from_numpy(t))]
+            return [o.numpy() for o in module(*(torch.from_numpy(feeds[n]) for n in names))]
 
     return run
 
@@ -168,16 +192,17 @@ def check_artifact(
 ) -> None:
     """The guard: the artifact matches eager on two fresh inputs of other batch sizes, and its
     heatmaps change with the input (a constant-folded heatmap would not)."""
-    run = _runner(path, fmt)
+    names = list(explainer.input_names)
+    run = _runner(path, fmt, names)
     generator = torch.Generator().manual_seed(1234)
     results = []
-    for batch in (3, 1):
+    for batch, seed in ((3, 1234), (1, 4321)):
         x = torch.randn((batch, *example_input.shape[1:]), generator=generator)
         x = x * example_input.std() + example_input.mean()
-        target = torch.full((batch,), -1, dtype=torch.long)
-        target[0] = 0
-        want = [o.numpy() for o in explainer(x, target)]
-        got = run(x.numpy(), target.numpy())
+        inputs = example_inputs(explainer, x, seed=seed)
+        want = [o.numpy() for o in explainer(x, **inputs)]
+        feeds = {"input": x.numpy(), **{k: v.numpy() for k, v in inputs.items()}}
+        got = run(feeds)
         for name, g, w in zip(outputs, got, want):
             if not _close(np.asarray(g), w, rtol):
                 diff = float(np.abs(np.asarray(g) - w).max()) if np.shape(g) == w.shape else None
@@ -208,9 +233,10 @@ def export(
 ) -> Path:
     """Trace `explainer` into a forward-only graph and write it as one artifact.
 
-    Inputs of the artifact: `input` (float, example's shape with a dynamic batch) and `target`
-    (int64 (B,), -1 = argmax).  Outputs: the fields of the explainer's output (`logits`,
-    `heatmap`, ...).  With `check`, the artifact is run against eager before it is kept; the
+    Inputs of the artifact: `input` (float, example's shape with a dynamic batch), then the
+    target's (`target` int64 (B,), -1 = argmax, for the default ClassTarget; `mask`,
+    `reference`, `box`, `label` for the others).  Outputs: the fields of the explainer's output
+    (`logits`, `heatmap`, ...).  With `check`, the artifact is run against eager before it is kept; the
     file appears only when everything passed.
     """
     if not isinstance(explainer, Explainer):
@@ -226,7 +252,9 @@ def export(
     if path.parent and not path.parent.exists():
         raise FileNotFoundError(f"the output folder {str(path.parent)!r} does not exist")
 
-    outputs = list(explainer(example_input[:1])._fields)
+    x = example_batch(example_input)
+    inputs = example_inputs(explainer, x)
+    outputs = list(explainer(x, **inputs)._fields)  # eager first: checks the inputs, warms caches
     try:
         gm = check_forward_only(trace(explainer, example_input), explainer.model, example_input)
     except GradvisError:
@@ -236,8 +264,7 @@ def export(
             f"tracing {type(explainer).__name__} failed: {type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}"
         ) from error
-    metadata = artifact_metadata(explainer, example_input, outputs, fmt)
-    x = example_batch(example_input)
+    metadata = artifact_metadata(explainer, example_input, inputs, outputs, fmt)
 
     handle, tmp_name = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or "."
@@ -247,7 +274,8 @@ def export(
     try:
         try:
             if fmt == "onnx":
-                _save_onnx(gm, x, outputs, tmp, metadata, opset)
+                args = (x, *inputs.values())
+                _save_onnx(gm, args, list(explainer.input_names), outputs, tmp, metadata, opset)
             else:
                 _save_torchscript(gm, tmp, metadata)
         except GradvisError:

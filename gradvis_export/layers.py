@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -120,3 +120,22 @@ def capture_outputs(layers: list[tuple[str, nn.Module]]) -> Iterator[list[torch.
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def replace_output(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Inside the block, `module`'s tensor output is replaced by fn(output) (temporary hook)."""
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> object:
+        if not isinstance(output, torch.Tensor):
+            raise LayerError(
+                f"the layer returns {type(output).__name__}; ablation needs a layer whose output "
+                "is one tensor"
+            )
+        return fn(output)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

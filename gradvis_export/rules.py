@@ -320,8 +320,10 @@ def _interpolation_matrices(in_sizes, out_sizes, scales, one_d: Callable[..., to
     return _constant(build)
 
 
-def resize_linear(maps: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
-    """Bilinear / trilinear resize (align_corners=False) of the trailing axes, as matrices.
+def resize_linear(
+    maps: torch.Tensor, sizes: Sequence[int], align_corners: bool = False
+) -> torch.Tensor:
+    """Bilinear / trilinear resize of the trailing axes, as matrices.
 
     Equal to F.interpolate, but it exports as a few MatMuls: the exporter writes a trilinear
     upsample as GatherND ops, which cost onnxruntime more than the whole Grad-CAM backward.
@@ -330,7 +332,7 @@ def resize_linear(maps: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     in_sizes = _ints(maps.shape[-len(sizes) :])
 
     def one_d(rows, size, scale):
-        return aten.upsample_linear1d.default(rows, size, False, scale)
+        return aten.upsample_linear1d.default(rows, size, align_corners, scale)
 
     mats = _interpolation_matrices(in_sizes, sizes, [None] * len(sizes), one_d, maps.dtype)
     first = maps.dim() - len(sizes)

@@ -15,10 +15,9 @@ from torch._subclasses.fake_tensor import FakeTensor
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from .errors import ExportError
-from .explainers.base import Explainer, tracing
+from .explainers.base import Explainer
+from .mode import tracing
 from .rules import export_rules
-
-INPUT_NAMES = ("input", "target")
 
 
 def example_batch(x: torch.Tensor, batch: int = 2) -> torch.Tensor:
@@ -29,16 +28,31 @@ def example_batch(x: torch.Tensor, batch: int = 2) -> torch.Tensor:
     return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch]
 
 
+def example_inputs(explainer: Explainer, x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Values of the target's inputs (`target`, `mask`, ...) for `x`, drawn from the target."""
+    names = explainer.target.input_names
+    if not names:
+        return {}
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        output = explainer.model(x)
+    return {
+        name: explainer.target.example(name, x.shape[0], x, output, generator) for name in names
+    }
+
+
 def trace(explainer: Explainer, example_input: torch.Tensor) -> fx.GraphModule:
-    """Record forward and rewritten backward of `explainer(input, target)` as one aten graph.
+    """Record forward and rewritten backward of `explainer(input, *target inputs)` as one aten
+    graph whose placeholders are named `explainer.input_names`.
 
     The batch dimension stays symbolic; rules make every backward op a forward one.
     """
     x = example_batch(example_input.detach())
-    target = torch.full((x.shape[0],), -1, dtype=torch.long)
+    extra = example_inputs(explainer, x)
+    names = explainer.input_names
 
-    def run(input: torch.Tensor, target: torch.Tensor):  # noqa: A002 - graph input name
-        return tuple(explainer(input, target))
+    def run(*tensors: torch.Tensor):
+        return tuple(explainer(tensors[0], **dict(zip(names[1:], tensors[1:]))))
 
     with tracing(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -47,21 +61,23 @@ def trace(explainer: Explainer, example_input: torch.Tensor) -> fx.GraphModule:
             decomposition_table=export_rules(),
             tracing_mode="symbolic",
             _allow_non_fake_inputs=True,
-        )(*_fake_inputs(x, target))
-    name_inputs(gm, INPUT_NAMES)
+        )(*_fake_inputs([x, *extra.values()], names))
+    name_inputs(gm, names)
     simplify_as_strided(gm)
     drop_detach(gm)
     fold_constants(gm)
     fold_channel_scales(gm)
+    eliminate_common_subexpressions(gm)
     check_input_used(gm)
     return gm
 
 
-def _fake_inputs(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _fake_inputs(tensors: list[torch.Tensor], names: tuple[str, ...]) -> list[torch.Tensor]:
     """Fake inputs whose batch is symbolic and whose other dims are fixed.
 
     With every dim symbolic, shape expressions of the spatial sizes grow until simple patterns
     (a view that covers a whole buffer) can no longer be proved; artifacts have fixed C,T,H,W.
+    One symbol for all batches: every input is per sample.
     """
     from torch._dynamo.source import ConstantSource
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -77,7 +93,12 @@ def _fake_inputs(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, t
             symbolic_context=StatelessSymbolicContext(dynamic_sizes=dims),
         )
 
-    return fake(x, "input"), fake(target, "target")
+    fakes = [fake(t, name) for t, name in zip(tensors, names)]
+    batch = fakes[0].shape[0]
+    for f, name in zip(fakes[1:], names[1:]):
+        # Tie every input's batch to the input's: they are equal by contract.
+        torch._check(f.shape[0] == batch, lambda name=name: f"{name} batch")
+    return fakes
 
 
 def name_inputs(gm: fx.GraphModule, names: tuple[str, ...]) -> fx.GraphModule:
@@ -192,6 +213,43 @@ def check_forward_only(
             "constant under fake mode"
         )
     return gm
+
+
+def eliminate_common_subexpressions(gm: fx.GraphModule) -> fx.GraphModule:
+    """Merge nodes computing the same pure op on the same arguments.
+
+    ScoreCAM / AblationCAM chunks re-run the model's unchanged prefix once per chunk; after
+    this pass the artifact computes it once.
+    """
+    seen: dict[tuple, fx.Node] = {}
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or not isinstance(node.target, OpOverload):
+            continue
+        schema = node.target._schema
+        if schema.is_mutable or torch.Tag.nondeterministic_seeded in node.target.tags:
+            continue
+        try:
+            key = (node.target, _hashable(node.args), _hashable(node.kwargs))
+            hash(key)
+        except TypeError:
+            continue
+        if key in seen:
+            node.replace_all_uses_with(seen[key])
+            gm.graph.erase_node(node)
+        else:
+            seen[key] = node
+    gm.recompile()
+    return gm
+
+
+def _hashable(value: object) -> object:
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, *(_hashable(v) for v in value))
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+        return str(value)
+    return value
 
 
 def drop_detach(gm: fx.GraphModule) -> fx.GraphModule:

@@ -204,14 +204,14 @@ def test_guard_rejects_an_artifact_with_a_constant_heatmap(tmp_path, monkeypatch
     cam = gv.GradCAM(spec.model, "layer4")
     real_runner = export_module._runner
 
-    def constant_heatmap(path, fmt):
-        run = real_runner(path, fmt)
+    def constant_heatmap(path, fmt, names):
+        run = real_runner(path, fmt, names)
         fixed = {}
 
-        def wrapped(x, t):
-            logits, heatmap = run(x, t)
+        def wrapped(feeds):
+            logits, heatmap = run(feeds)
             fixed.setdefault("h", heatmap[:1])
-            return [logits, np.repeat(fixed["h"], x.shape[0], axis=0)]
+            return [logits, np.repeat(fixed["h"], feeds["input"].shape[0], axis=0)]
 
         return wrapped
 

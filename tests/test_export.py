@@ -38,6 +38,22 @@ def make_explainer(method: str, name: str, spec) -> gv.Explainer:
     return gv.GuidedGradCAM(spec.model, spec.target_layer, activations=activations)
 
 
+CAM_METHODS = [
+    "GradCAMPlusPlus",
+    "XGradCAM",
+    "HiResCAM",
+    "GradCAMElementWise",
+    "LayerCAM",
+    "EigenCAM",
+    "EigenGradCAM",
+    "ScoreCAM",
+    "AblationCAM",
+]
+# 2-D and 3-D nets whose exports are quick; chunk sizes that split their layers' channels
+# (24 and 256) into three chunks with an uneven last one.
+CAM_MODELS = {"mixed_relu_net": 10, "slow_resnet": 100}
+
+
 def run_onnx(path: Path, x: torch.Tensor, target: torch.Tensor) -> list[np.ndarray]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -85,6 +101,26 @@ def test_artifacts_match_eager_on_other_batch_sizes(tmp_path, name, method):
         assert_matches(run_torchscript(ts_path, x, target), want, f"torchscript b={batch}")
         heat = want.heatmap.abs().flatten(1).amax(1)
         assert bool((heat > 0).all()), "a zero heatmap proves nothing: pick other targets"
+
+
+@pytest.mark.parametrize("method", CAM_METHODS)
+@pytest.mark.parametrize("name", list(CAM_MODELS))
+def test_cam_family_artifacts_match_eager(tmp_path, name, method):
+    spec = MODEL_FACTORIES[name]()
+    cls = getattr(gv, method)
+    chunked = {"chunk_size": CAM_MODELS[name]} if method in ("ScoreCAM", "AblationCAM") else {}
+    explainer = cls(spec.model, spec.target_layer, **chunked)
+    example = make_input((2, *spec.input_shape[1:]), seed=100)
+    onnx_path = gv.export(explainer, example, tmp_path / "explainer.onnx", check=False)
+    ts_path = gv.export(explainer, example, tmp_path / "explainer.pt", check=False)
+    for batch in (1, 3):
+        x = make_input((batch, *spec.input_shape[1:]), seed=batch)
+        target = targets_for(batch)
+        want = explainer(x, target)
+        assert_matches(run_onnx(onnx_path, x, target), want, f"onnx b={batch}")
+        assert_matches(run_torchscript(ts_path, x, target), want, f"torchscript b={batch}")
+        spread = want.heatmap.flatten(1)
+        assert bool((spread.amax(1) > spread.amin(1)).all()), "a constant heatmap proves nothing"
 
 
 def test_export_refuses_training_mode_and_keeps_model(tmp_path):

@@ -235,3 +235,29 @@ def test_threshold_backward_as_mask():
     for threshold in (0.0, 0.3):
         want = aten.threshold_backward.default(g, x, threshold)
         close(rules._threshold_backward(g, x, threshold), want)
+
+
+def test_common_subexpressions_are_merged_and_values_kept():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from gradvis_export.trace import eliminate_common_subexpressions
+
+    def f(x):
+        a = torch.relu(x) * 2  # computed twice, as a chunked explainer's prefix is
+        b = torch.relu(x) * 2
+        noise = torch.rand_like(x)  # random: two draws must stay two draws
+        return a + b + noise - torch.rand_like(x)
+
+    gm = make_fx(f)(torch.randn(3))
+    ops = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    eliminate_common_subexpressions(gm)
+    after = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert ops.count(torch.ops.aten.relu.default) == 2
+    assert after.count(torch.ops.aten.relu.default) == 1
+    assert after.count(torch.ops.aten.mul.Tensor) == 1
+    assert after.count(torch.ops.aten.rand_like.default) == 2
+    x = torch.randn(3)
+    torch.manual_seed(0)
+    want = f(x)
+    torch.manual_seed(0)
+    torch.testing.assert_close(gm(x), want)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import contextvars
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -12,28 +13,21 @@ from torch import nn
 
 from ..errors import InputError, LayerError
 from ..layers import capture_outputs
+from ..mode import is_tracing
 from ..rules import RuleMode, RuleSet, resize_linear
-
-_TRACING: contextvars.ContextVar[bool] = contextvars.ContextVar("gradvis_tracing", default=False)
-
-
-@contextlib.contextmanager
-def tracing() -> Iterator[None]:
-    """Mark a trace for export: data-dependent checks (target range) are skipped inside it."""
-    token = _TRACING.set(True)
-    try:
-        yield
-    finally:
-        _TRACING.reset(token)
-
-
-def is_tracing() -> bool:
-    return _TRACING.get()
+from ..targets import ClassTarget, Target
 
 
 class ExplainerOutput(NamedTuple):
     logits: torch.Tensor
     heatmap: torch.Tensor
+
+
+class GuidedGradCAMOutput(NamedTuple):
+    logits: torch.Tensor
+    heatmap: torch.Tensor
+    cam: torch.Tensor
+    guided: torch.Tensor
 
 
 def check_input(x: object) -> torch.Tensor:
@@ -55,55 +49,6 @@ def check_input(x: object) -> torch.Tensor:
             "e.g. x.float() / 255 followed by the model's normalisation"
         )
     return x
-
-
-def target_tensor(target: object, batch: int, device: torch.device) -> torch.Tensor:
-    """The `target` graph input: int64 (B,), -1 meaning the argmax of that sample."""
-    if target is None:
-        return torch.full((batch,), -1, dtype=torch.long, device=device)
-    if isinstance(target, int):
-        return torch.full((batch,), target, dtype=torch.long, device=device)
-    if isinstance(target, Sequence) and not isinstance(target, torch.Tensor):
-        target = torch.tensor(list(target), dtype=torch.long)
-    if not isinstance(target, torch.Tensor):
-        raise InputError(
-            f"target must be None, an int or an int64 tensor (B,), got {type(target).__name__}"
-        )
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise InputError(f"target must hold class indices (int64), got dtype {target.dtype}")
-    if target.dim() == 0:
-        target = target.expand(batch)
-    if target.dim() != 1 or (not is_tracing() and target.shape[0] != batch):
-        raise InputError(
-            f"target has shape {tuple(target.shape)}; expected ({batch},): one class index per "
-            "sample, -1 for the sample's argmax"
-        )
-    return target.to(device=device, dtype=torch.long)
-
-
-def selected_score(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum over the batch of each sample's target logit, and the resolved class per sample.
-
-    A one-hot mask (not an index) so that, in an artifact, a target outside [0, classes)
-    selects nothing: the heatmap is all zero and no runtime raises.
-    """
-    if logits.dim() != 2:
-        raise InputError(
-            f"the model returned shape {tuple(logits.shape)}; explainers expect class scores "
-            "(B, num_classes)"
-        )
-    classes = torch.where(target < 0, logits.argmax(dim=1), target)
-    if not is_tracing():
-        num_classes = logits.shape[1]
-        bad = (target < -1) | (target >= num_classes)
-        if bool(bad.any()):
-            raise InputError(
-                f"target {target[bad].tolist()} out of range: the model has {num_classes} classes "
-                f"(valid targets 0..{num_classes - 1}, or -1 for the argmax)"
-            )
-    onehot = classes.unsqueeze(1) == torch.arange(logits.shape[1], device=logits.device)
-    score = (logits * onehot.to(logits.dtype)).sum()
-    return score, classes
 
 
 def gradients(
@@ -150,59 +95,139 @@ def normalize_per_sample(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(span.view(shape) > 0, scaled, torch.zeros_like(scaled))
 
 
-class Explainer(nn.Module):
-    """An explainer is a module: forward(x, target) -> logits and heatmap(s).
+@functools.cache
+def output_type(fields: tuple[str, ...]) -> type:
+    """The NamedTuple an explainer returns: the model's outputs, then the maps."""
+    for known in (ExplainerOutput, GuidedGradCAMOutput):
+        if fields == known._fields:
+            return known
+    return collections.namedtuple("ExplainerOutput", fields)
 
-    Subclasses implement `explain(x, target)`; this base validates input, turns `target`
-    into the int64 tensor the exported graph takes, and makes sure gradients are recorded.
-    The user's model is held, never modified.
+
+def _field_name(key: object, index: int) -> str:
+    name = str(key)
+    return name if name.isidentifier() and not name.startswith("_") else f"output{index}"
+
+
+def bind_inputs(names: Sequence[str], args: tuple, kwargs: dict) -> dict[str, object]:
+    """forward(x, *args, **kwargs) -> {input name: value}, with errors that list the names."""
+    if len(args) > len(names):
+        raise InputError(
+            f"the explainer takes {len(names)} input(s) after x ({', '.join(names) or 'none'}), "
+            f"got {len(args)}"
+        )
+    values = dict(zip(names, args))
+    for key, value in kwargs.items():
+        if key not in names:
+            raise InputError(
+                f"unknown input {key!r}; this explainer's target takes "
+                f"{', '.join(map(repr, names)) or 'no inputs'}"
+            )
+        if key in values:
+            raise InputError(f"input {key!r} given twice")
+        values[key] = value
+    return values
+
+
+class Explainer(nn.Module):
+    """An explainer is a module: forward(x, *target inputs) -> the model's outputs and maps.
+
+    Subclasses implement `explain(x, inputs)`; this base validates input, turns the target's
+    inputs (`target`, `mask`, ...) into the tensors the exported graph takes, and makes sure
+    gradients are recorded.  The user's model is held, never modified.
     """
 
     method: str = "explainer"
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, target: Target | None = None) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if target is not None and not isinstance(target, Target):
+            raise TypeError(
+                f"target must be a gradvis target (ClassTarget(), SegmentationTarget(), ...), got "
+                f"{type(target).__name__}; per-sample classes go to the call: explainer(x, classes)"
+            )
         self.model = model
+        self.target = target if target is not None else ClassTarget()
 
-    def forward(self, x: torch.Tensor, target: object = None) -> NamedTuple:
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Names of the artifact's inputs: `input`, then the target's."""
+        return ("input", *self.target.input_names)
+
+    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> NamedTuple:
         x = check_input(x)
-        target = target_tensor(target, x.shape[0], x.device)
+        values = bind_inputs(self.target.input_names, args, kwargs)
+        inputs = self.target.coerce(values, x.shape[0], x.device)
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "explainers need autograd in eager mode; call them outside torch.inference_mode() "
                 "(the exported artifact is the one that runs under inference mode)"
             )
         with torch.enable_grad(), self.forward_context():
-            return self.explain(x.detach().requires_grad_(True), target)
+            return self.explain(x.detach().requires_grad_(True), inputs)
 
     def forward_context(self) -> contextlib.AbstractContextManager:
         """A context the model's forward runs in (guided explainers adapt activations here)."""
         return contextlib.nullcontext()
 
-    def explain(self, x: torch.Tensor, target: torch.Tensor) -> NamedTuple:
+    def explain(self, x: torch.Tensor, inputs: dict[str, torch.Tensor]) -> NamedTuple:
         raise NotImplementedError
 
     def metadata(self) -> dict[str, object]:
         """What an exported artifact records about this explainer."""
-        return {"method": self.method}
+        return {"method": self.method, "target": self.target.metadata()}
 
-    def forward_with_layers(
-        self, x: torch.Tensor, layers
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def scores(self, output: object, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each sample's target score (B,); the inputs are validated first in eager mode."""
+        if not is_tracing():
+            self.target.check(output, inputs)
+        score = self.target(output, **inputs)
+        if not isinstance(score, torch.Tensor) or score.dim() != 1:
+            raise InputError(
+                f"the target {type(self.target).__name__} must return one score per sample (B,), "
+                f"got {getattr(score, 'shape', type(score).__name__)}"
+            )
+        return score
+
+    def outputs(self, output: object, **maps: torch.Tensor) -> NamedTuple:
+        """The NamedTuple returned: the model's output(s) (`logits`, or a dict's keys, or the
+        target's names for a tuple), then the maps; everything detached."""
+        if isinstance(output, torch.Tensor):
+            names, tensors = ["logits"], [output]
+        elif isinstance(output, dict):
+            names = [_field_name(k, i) for i, k in enumerate(output)]
+            tensors = list(output.values())
+        elif isinstance(output, (list, tuple)):
+            given = self.target.output_names
+            names = (
+                list(given)
+                if given and len(given) == len(output)
+                else [f"output{i}" for i in range(len(output))]
+            )
+            tensors = list(output)
+        else:
+            raise InputError(
+                f"the model returned {type(output).__name__}; explainers expect a tensor, a tuple "
+                "or a dict of tensors"
+            )
+        if not all(isinstance(t, torch.Tensor) for t in tensors):
+            raise InputError("the model's outputs must all be tensors")
+        names += list(maps)
+        if len(set(names)) != len(names):
+            raise InputError(f"the model's output names clash with the maps': {names}")
+        values = [t.detach() for t in tensors] + [m.detach() for m in maps.values()]
+        return output_type(tuple(names))(*values)
+
+    def forward_with_layers(self, x: torch.Tensor, layers) -> tuple[object, list[torch.Tensor]]:
         """Run the model once, capturing the outputs of `layers`."""
         with capture_outputs(layers) as captured:
-            logits = self.model(x)
-        if not isinstance(logits, torch.Tensor):
-            raise InputError(
-                f"the model returned {type(logits).__name__}; explainers expect a tensor of class "
-                "scores (B, num_classes)"
-            )
+            output = self.model(x)
         missing = [name for (name, _), out in zip(layers, captured) if out is None]
         if missing:
             raise LayerError(
                 f"layer {missing[0]!r} did not run (or returned no tensor) during the forward pass; "
                 "choose a layer the model calls"
             )
-        return logits, captured
+        return output, captured

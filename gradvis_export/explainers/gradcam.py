@@ -1,82 +1,114 @@
-"""The CAM family: one base, each method overrides the channel weights."""
+"""The CAM family: one base; each method overrides the channel weights (or the layer map)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ..layers import LayerSpec, resolve_layers
-from .base import (
-    Explainer,
-    ExplainerOutput,
-    gradients,
-    normalize_per_sample,
-    selected_score,
-    upsample_to,
-)
+from ..targets import Target
+from .base import Explainer, gradients, normalize_per_sample, upsample_to
+
+
+@dataclass
+class LayerContext:
+    """What a method may use besides one layer's activation and gradient."""
+
+    x: torch.Tensor  # the input
+    inputs: dict[str, torch.Tensor]  # the target's inputs, resolved on the clean output
+    scores: torch.Tensor  # (B,) the clean target score per sample
+    index: int  # which of the target layers
+
+
+def spatial_dims(t: torch.Tensor) -> list[int]:
+    return list(range(2, t.dim()))
+
+
+def per_channel(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+    """(B, K) -> (B, K, 1, ...) to broadcast over the activation's positions."""
+    return weights.view(*weights.shape, *([1] * (activation.dim() - 2)))
 
 
 class BaseCAM(Explainer):
-    """Grad-CAM-style explainer: map = ReLU(sum_k w_k A_k), upsampled to the input, per layer.
+    """CAM-style explainer: map = ReLU(sum_k w_k A_k) per layer, upsampled to the input.
 
-    With several target layers, the per-layer maps (normalised when `normalize`) are averaged,
-    as pytorch-grad-cam does.
+    A method overrides `channel_weights` (B, K), or `layer_map` when it is not a channel
+    weighting.  With several target layers, the per-layer maps (normalised when `normalize`)
+    are averaged, as pytorch-grad-cam does.
     """
 
     method = "cam"
+    uses_gradients = True
 
     def __init__(
         self,
         model: nn.Module,
         target_layer: LayerSpec | Sequence[LayerSpec],
         normalize: bool = True,
+        target: Target | None = None,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, target)
         self.layers = resolve_layers(model, target_layer)
         self.normalize = normalize
 
-    def channel_weights(self, activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        """Weights (B, K, 1, ...) of the activation's channels; the one thing a method defines."""
+    def channel_weights(
+        self, activation: torch.Tensor, grad: torch.Tensor, ctx: LayerContext
+    ) -> torch.Tensor:
+        """Weights (B, K) of the activation's channels; what most methods define."""
         raise NotImplementedError
 
-    def layer_map(self, activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        """(B, *S) map of one layer, before upsampling."""
-        weights = self.channel_weights(activation, grad)
-        return torch.relu((weights * activation).sum(dim=1))
-
-    def cam(
-        self, x: torch.Tensor, activations: list[torch.Tensor], grads: list[torch.Tensor]
+    def layer_map(
+        self, activation: torch.Tensor, grad: torch.Tensor, ctx: LayerContext
     ) -> torch.Tensor:
-        maps = [upsample_to(self.layer_map(a, g), x) for a, g in zip(activations, grads)]
+        """(B, *S) map of one layer, before the ReLU and upsampling."""
+        weights = self.channel_weights(activation, grad, ctx)
+        return (per_channel(weights, activation) * activation).sum(dim=1)
+
+    def combine(self, x: torch.Tensor, maps: list[torch.Tensor]) -> torch.Tensor:
+        maps = [upsample_to(torch.relu(m), x) for m in maps]
         if self.normalize:
             maps = [normalize_per_sample(m) for m in maps]
         cam = maps[0] if len(maps) == 1 else torch.stack(maps).mean(dim=0)
         return normalize_per_sample(cam) if self.normalize and len(maps) > 1 else cam
 
-    def layer_grads(self, x: torch.Tensor, target: torch.Tensor, retain_graph: bool = False):
-        logits, activations = self.forward_with_layers(x, self.layers)
-        score, _ = selected_score(logits, target)
-        names = [f"layer {name!r}" for name, _ in self.layers]
-        grads, _ = gradients(score, activations, names, retain_graph=retain_graph)
-        return logits, score, activations, grads
+    def layer_grads(
+        self, x: torch.Tensor, inputs: dict[str, torch.Tensor], retain_graph: bool = False
+    ):
+        """One forward capturing the layers; the gradients of the summed score if needed."""
+        output, activations = self.forward_with_layers(x, self.layers)
+        scores = self.scores(output, inputs)
+        if self.uses_gradients:
+            names = [f"layer {name!r}" for name, _ in self.layers]
+            grads, _ = gradients(scores.sum(), activations, names, retain_graph=retain_graph)
+        else:
+            grads = [None] * len(activations)
+        return output, scores, activations, grads
 
-    def explain(self, x: torch.Tensor, target: torch.Tensor) -> NamedTuple:
-        logits, _, activations, grads = self.layer_grads(x, target)
-        return ExplainerOutput(logits.detach(), self.cam(x, activations, grads).detach())
+    def cam(self, x, output, inputs, scores, activations, grads) -> torch.Tensor:
+        resolved = self.target.resolve(output, inputs)
+        maps = [
+            self.layer_map(a, g, LayerContext(x, resolved, scores, i))
+            for i, (a, g) in enumerate(zip(activations, grads))
+        ]
+        return self.combine(x, maps)
+
+    def explain(self, x: torch.Tensor, inputs: dict[str, torch.Tensor]) -> NamedTuple:
+        output, scores, activations, grads = self.layer_grads(x, inputs)
+        if not self.uses_gradients:
+            activations, scores = [a.detach() for a in activations], scores.detach()
+        heatmap = self.cam(x, output, inputs, scores, activations, grads)
+        return self.outputs(output, heatmap=heatmap)
 
     def metadata(self) -> dict[str, object]:
         return {
-            "method": self.method,
+            **super().metadata(),
             "target_layer": [name for name, _ in self.layers],
             "normalize": self.normalize,
         }
-
-
-def spatial_dims(t: torch.Tensor) -> list[int]:
-    return list(range(2, t.dim()))
 
 
 class GradCAM(BaseCAM):
@@ -84,5 +116,60 @@ class GradCAM(BaseCAM):
 
     method = "gradcam"
 
-    def channel_weights(self, activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return grad.mean(dim=spatial_dims(grad), keepdim=True)
+    def channel_weights(self, activation, grad, ctx):
+        return grad.mean(dim=spatial_dims(grad))
+
+
+class GradCAMPlusPlus(BaseCAM):
+    """Chattopadhay et al. (eq. 19): w_k = sum_s ReLU(G) alpha, alpha = G^2 / (2G^2 + sum(A) G^3).
+
+    The 1e-6 epsilon and alpha = 0 where G = 0 are pytorch-grad-cam's.
+    """
+
+    method = "gradcam++"
+
+    def channel_weights(self, activation, grad, ctx):
+        dims = spatial_dims(grad)
+        sum_a = activation.sum(dim=dims, keepdim=True)
+        g2 = grad * grad
+        alpha = g2 / (2 * g2 + sum_a * g2 * grad + 1e-6)
+        alpha = torch.where(grad != 0, alpha, torch.zeros_like(alpha))
+        return (torch.relu(grad) * alpha).sum(dim=dims)
+
+
+class XGradCAM(BaseCAM):
+    """Fu et al.: w_k = sum_s G A / (sum_s A + 1e-7)."""
+
+    method = "xgradcam"
+
+    def channel_weights(self, activation, grad, ctx):
+        dims = spatial_dims(grad)
+        sum_a = activation.sum(dim=dims, keepdim=True)
+        return (grad * activation / (sum_a + 1e-7)).sum(dim=dims)
+
+
+class HiResCAM(BaseCAM):
+    """Draelos & Carin: sum_k G_k * A_k, element-wise (faithful to the score for linear heads)."""
+
+    method = "hirescam"
+
+    def layer_map(self, activation, grad, ctx):
+        return (grad * activation).sum(dim=1)
+
+
+class GradCAMElementWise(BaseCAM):
+    """sum_k ReLU(G_k * A_k)."""
+
+    method = "gradcam_elementwise"
+
+    def layer_map(self, activation, grad, ctx):
+        return torch.relu(grad * activation).sum(dim=1)
+
+
+class LayerCAM(BaseCAM):
+    """Jiang et al.: sum_k ReLU(G_k) * A_k."""
+
+    method = "layercam"
+
+    def layer_map(self, activation, grad, ctx):
+        return (torch.relu(grad) * activation).sum(dim=1)

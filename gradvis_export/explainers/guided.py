@@ -10,15 +10,9 @@ from torch import nn
 
 from ..layers import LayerSpec, aten_activations
 from ..rules import RuleMode, activation_names, guided_rules
-from .base import Explainer, ExplainerOutput, gradients, selected_score
+from ..targets import Target
+from .base import Explainer, gradients
 from .gradcam import GradCAM
-
-
-class GuidedGradCAMOutput(NamedTuple):
-    logits: torch.Tensor
-    heatmap: torch.Tensor
-    cam: torch.Tensor
-    guided: torch.Tensor
 
 
 def check_rules_applied(mode: RuleMode, activations: tuple[str, ...]) -> None:
@@ -42,8 +36,13 @@ class GuidedBackprop(Explainer):
 
     method = "guided_backprop"
 
-    def __init__(self, model: nn.Module, activations: str | Iterable[str] = "relu") -> None:
-        super().__init__(model)
+    def __init__(
+        self,
+        model: nn.Module,
+        activations: str | Iterable[str] = "relu",
+        target: Target | None = None,
+    ) -> None:
+        super().__init__(model, target)
         self.activations = activation_names(activations)
         self.rules = guided_rules(self.activations)
 
@@ -55,13 +54,13 @@ class GuidedBackprop(Explainer):
         check_rules_applied(mode, self.activations)
         return grad
 
-    def explain(self, x: torch.Tensor, target: torch.Tensor) -> NamedTuple:
-        logits = self.model(x)
-        score, _ = selected_score(logits, target)
-        return ExplainerOutput(logits.detach(), self.guided_gradient(x, score).detach())
+    def explain(self, x: torch.Tensor, inputs: dict[str, torch.Tensor]) -> NamedTuple:
+        output = self.model(x)
+        score = self.scores(output, inputs).sum()
+        return self.outputs(output, heatmap=self.guided_gradient(x, score))
 
     def metadata(self) -> dict[str, object]:
-        return {"method": self.method, "activations": list(self.activations)}
+        return {**super().metadata(), "activations": list(self.activations)}
 
 
 class GuidedGradCAM(GradCAM):
@@ -80,20 +79,20 @@ class GuidedGradCAM(GradCAM):
         target_layer: LayerSpec | Sequence[LayerSpec],
         activations: str | Iterable[str] = "relu",
         normalize: bool = True,
+        target: Target | None = None,
     ) -> None:
-        super().__init__(model, target_layer, normalize=normalize)
+        super().__init__(model, target_layer, normalize=normalize, target=target)
         self.activations = activation_names(activations)
         self.rules = guided_rules(self.activations)
 
     forward_context = GuidedBackprop.forward_context
     guided_gradient = GuidedBackprop.guided_gradient
 
-    def explain(self, x: torch.Tensor, target: torch.Tensor) -> NamedTuple:
-        logits, score, activations, grads = self.layer_grads(x, target, retain_graph=True)
-        cam = self.cam(x, activations, grads)
-        guided = self.guided_gradient(x, score)
-        heatmap = guided * cam.unsqueeze(1)
-        return GuidedGradCAMOutput(logits.detach(), heatmap.detach(), cam.detach(), guided.detach())
+    def explain(self, x: torch.Tensor, inputs: dict[str, torch.Tensor]) -> NamedTuple:
+        output, scores, activations, grads = self.layer_grads(x, inputs, retain_graph=True)
+        cam = self.cam(x, output, inputs, scores, activations, grads)
+        guided = self.guided_gradient(x, scores.sum())
+        return self.outputs(output, heatmap=guided * cam.unsqueeze(1), cam=cam, guided=guided)
 
     def metadata(self) -> dict[str, object]:
         return {**super().metadata(), "activations": list(self.activations)}

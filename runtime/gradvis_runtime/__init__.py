@@ -1,6 +1,6 @@
 """gradvis_runtime: run exported gradvis explainers.
 
-`load(path).run(input, target)` -> dict of NumPy arrays (`logits`, `heatmap`, ...).  ONNX
+`load(path).run(input, target, **inputs)` -> dict of NumPy arrays (`logits`, `heatmap`, ...).  ONNX
 artifacts need only onnxruntime and NumPy (no torch); TorchScript artifacts need torch.
 Independent of `gradvis_export`.
 """
@@ -25,7 +25,8 @@ _BACKENDS = {
 
 
 class Explainer:
-    """A loaded artifact: `run(input, target=None)` gives its named outputs as NumPy arrays."""
+    """A loaded artifact: `run(input, target=None, **inputs)` gives its named outputs as NumPy
+    arrays."""
 
     def __init__(self, path: Path, backend: str, metadata: dict[str, Any], runner) -> None:
         self.path = path
@@ -33,9 +34,19 @@ class Explainer:
         self.metadata = metadata
         self._run = runner
 
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.metadata.get("inputs", ["input", "target"]))
+
     def run(
-        self, input: np.ndarray, target: np.ndarray | int | None = None
-    ) -> dict[str, np.ndarray]:  # noqa: A002
+        self,
+        input: np.ndarray,  # noqa: A002 - the artifact's input name
+        target: np.ndarray | int | None = None,
+        **inputs: np.ndarray | float | int | None,
+    ) -> dict[str, np.ndarray]:
+        """Run the artifact.  `target` (class per sample, -1 = argmax) and the other inputs of
+        the artifact's target (`mask`, `reference`, `box`, `label`) go by name; an input left out
+        takes its default (-1 for classes, 1 for a mask) or, without one, raises."""
         x = np.ascontiguousarray(np.asarray(input, dtype=np.float32))
         shape = self.metadata.get("input_shape")
         if shape and (x.ndim != len(shape) or list(x.shape[1:]) != list(shape[1:])):
@@ -43,18 +54,42 @@ class Explainer:
                 f"input has shape {x.shape}; this artifact takes {tuple(shape)} "
                 f"({self.metadata.get('input_layout', '')}, B = any batch size)"
             )
-        batch = x.shape[0]
-        if target is None:
-            t = np.full((batch,), -1, dtype=np.int64)
-        else:
-            t = np.asarray(target, dtype=np.int64)
-            t = np.full((batch,), int(t), dtype=np.int64) if t.ndim == 0 else t
-            if t.shape != (batch,):
-                raise ValueError(f"target has shape {t.shape}; expected ({batch},), -1 = argmax")
-        outputs = self._run(x, np.ascontiguousarray(t))
+        names = self.input_names
+        given = {"target": target, **inputs}
+        unknown = sorted(k for k, v in given.items() if k not in names and v is not None)
+        if unknown:
+            raise ValueError(
+                f"this artifact has no input {unknown[0]!r}; its inputs are {', '.join(names)}"
+            )
+        feeds = {"input": x}
+        for name in names[1:]:
+            feeds[name] = self._feed(name, given.get(name), x.shape[0])
+        outputs = self._run(feeds)
         return dict(
             zip(self.metadata.get("outputs", [f"output_{i}" for i in range(len(outputs))]), outputs)
         )
+
+    def _feed(self, name: str, value: object, batch: int) -> np.ndarray:
+        spec = self.metadata.get("input_specs", {}).get(name, {})
+        dtype = np.dtype(spec.get("dtype", "int64"))
+        shape = [batch, *spec.get("shape", ["B"])[1:]]
+        if value is None:
+            default = spec.get("default", -1 if name == "target" else None)
+            if default is None:
+                raise ValueError(f"this artifact needs the input {name!r}: {spec.get('doc', '')}")
+            return np.full(shape, default, dtype=dtype)
+        array = np.asarray(value)
+        if dtype.kind in "iu" and array.dtype.kind == "f":
+            raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
+        array = array.astype(dtype, copy=False)
+        if array.ndim == 0:
+            array = np.full(shape, array, dtype=dtype)
+        if list(array.shape) != shape:
+            raise ValueError(
+                f"{name} has shape {array.shape}; expected {tuple(shape)}"
+                + (", -1 = argmax" if name == "target" else "")
+            )
+        return np.ascontiguousarray(array)
 
     def __repr__(self) -> str:
         return f"gradvis_runtime.Explainer({str(self.path)!r}, backend={self.backend!r})"
@@ -77,8 +112,8 @@ def _onnx(path: Path, providers: list[str] | None, threads: int | None):
     meta = session.get_modelmeta().custom_metadata_map.get("gradvis")
     metadata = json.loads(meta) if meta else {"outputs": [o.name for o in session.get_outputs()]}
 
-    def run(x: np.ndarray, t: np.ndarray) -> list[np.ndarray]:
-        return session.run(None, {"input": x, "target": t})
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return session.run(None, feeds)
 
     return metadata, run
 
@@ -92,9 +127,11 @@ def _torchscript(path: Path, threads: int | None):
     module = torch.jit.load(str(path), _extra_files=extra)
     metadata = json.loads(extra["gradvis.json"]) if extra["gradvis.json"] else {}
 
-    def run(x: np.ndarray, t: np.ndarray) -> list[np.ndarray]:
+    names = metadata.get("inputs", ["input", "target"])
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         with torch.inference_mode():
-            return [o.numpy() for o in module(torch.from_numpy(x), torch.from_numpy(t))]
+            return [o.numpy() for o in module(*(torch.from_numpy(feeds[n]) for n in names))]
 
     return metadata, run
 
