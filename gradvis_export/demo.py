@@ -83,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import warnings
 
-    import gradvis_runtime
     import torch
     from tqdm import tqdm
 
     import gradvis_export as gv
+    import gradvis_runtime
 
     from .video.encode import mp4_writer
     from .video.overlay import overlay

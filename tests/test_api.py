@@ -286,3 +286,19 @@ def test_guard_tolerates_a_few_flipped_relu_gates_but_not_drift():
     assert not _close(many, want, 1e-3)
     assert not _close(want[:2], want, 1e-3)
     assert not _close(np.full_like(want, np.nan), want, 1e-3)
+
+
+def test_targets_example_runs(tmp_path):
+    """The README's targets example (examples/targets.py) runs as shipped."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "targets.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "('boxes', 'scores', 'heatmap')" in done.stdout
+    assert (tmp_path / "detection_eigengradcam.onnx").is_file()
