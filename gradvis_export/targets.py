@@ -100,7 +100,9 @@ class Target(nn.Module):
                     )
                 value = spec.default
             t = _tensor(value, spec.name, spec.dtype)
-            if spec.dtype == torch.long and (t.is_floating_point() or t.is_complex()):
+            if spec.dtype == torch.long and (
+                t.is_floating_point() or t.is_complex() or t.dtype == torch.bool
+            ):
                 raise InputError(f"{spec.name} must hold integers (int64), got dtype {t.dtype}")
             if t.dim() == 0:
                 t = t.expand(batch)
