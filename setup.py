@@ -25,14 +25,17 @@ setup(
         "onnxruntime>=1.20",
         "tqdm",
     ],
+    entry_points={"console_scripts": ["gradvis = gradvis_export.cli:main"]},
     extras_require={
-        "video": ["torchvision", "pytorchvideo>=0.1.5", "av", "imageio", "imageio-ffmpeg"],
+        "video": ["torchvision", "pytorchvideo>=0.1.5", "av", "imageio", "imageio-ffmpeg", "scipy", "pillow"],
         "dev": [
             "torchvision",
             "pytorchvideo>=0.1.5",
             "av",
             "imageio",
             "imageio-ffmpeg",
+            "scipy",
+            "pillow",
             "captum==0.9.0",
             "grad-cam==1.5.7",
             "pytest",

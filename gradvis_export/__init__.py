@@ -1,5 +1,12 @@
 """gradvis_export: explainers that ship inside the exported model."""
 
+import os as _os
+
+# libgomp spin-waits at every barrier by default; on a busy 2-core machine that makes each
+# eager forward many times slower.  Sleeping idle threads, unless the user chose otherwise
+# (no effect if OpenMP was already loaded, e.g. torch imported first).
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from ._version import __version__
 from .errors import ExportError, GradvisError, InputError, LayerError
 from .explainers import (

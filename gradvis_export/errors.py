@@ -15,3 +15,7 @@ class LayerError(GradvisError, ValueError):
 
 class ExportError(GradvisError, RuntimeError):
     """An explainer could not be turned into a forward-only artifact that matches eager."""
+
+
+class VideoError(InputError):
+    """A video file is missing, unreadable, empty, or not a video."""

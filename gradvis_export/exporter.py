@@ -18,7 +18,7 @@ from torch import fx
 
 from ._version import __version__
 from .errors import ExportError, GradvisError
-from .explainers.base import Explainer, check_input
+from .explainers.base import Explainer
 from .trace import check_forward_only, example_batch, example_inputs, scriptable, trace
 
 FORMATS = {
@@ -48,7 +48,8 @@ def input_specs(
     explainer: Explainer, x: torch.Tensor, inputs: dict[str, torch.Tensor]
 ) -> dict[str, dict[str, object]]:
     """Each graph input's dtype, shape ("B" = any batch), default and meaning."""
-    specs = {"input": {"dtype": "float32", "shape": ["B", *map(int, x.shape[1:])]}}
+    dtype = str(x.dtype).removeprefix("torch.")
+    specs = {"input": {"dtype": dtype, "shape": ["B", *map(int, x.shape[1:])]}}
     for spec in explainer.target.specs:
         value = inputs[spec.name]
         specs[spec.name] = {
@@ -58,6 +59,12 @@ def input_specs(
             "doc": spec.doc,
         }
     return specs
+
+
+def _layout(x: torch.Tensor) -> str:
+    if x.dtype == torch.uint8:
+        return "BHWC" if x.dim() == 4 else "BTHWC"
+    return "BCHW" if x.dim() == 4 else "BCTHW"
 
 
 def artifact_metadata(
@@ -77,7 +84,7 @@ def artifact_metadata(
         "inputs": names,
         "input_specs": input_specs(explainer, example_input, inputs),
         "outputs": outputs,
-        "input_layout": "BCHW" if example_input.dim() == 4 else "BCTHW",
+        "input_layout": _layout(example_input),
         "input_shape": ["B", *[int(s) for s in example_input.shape[1:]]],
         "dynamic_axes": {name: [0] for name in names},
         "out_of_range": "a class outside [0, classes) (other than -1) gives a zero heatmap",
@@ -197,8 +204,7 @@ def check_artifact(
     generator = torch.Generator().manual_seed(1234)
     results = []
     for batch, seed in ((3, 1234), (1, 4321)):
-        x = torch.randn((batch, *example_input.shape[1:]), generator=generator)
-        x = x * example_input.std() + example_input.mean()
+        x = explainer.random_input(example_input, batch, generator)
         inputs = example_inputs(explainer, x, seed=seed)
         want = [o.numpy() for o in explainer(x, **inputs)]
         feeds = {"input": x.numpy(), **{k: v.numpy() for k, v in inputs.items()}}
@@ -243,7 +249,9 @@ def export(
         raise TypeError(f"export takes a gradvis explainer, got {type(explainer).__name__}")
     path = Path(path)
     fmt = _format_of(path, format)
-    example_input = check_input(example_input).detach().float()
+    example_input = explainer.validate_input(example_input).detach()
+    if example_input.is_floating_point():
+        example_input = example_input.float()
     if explainer.model.training:
         raise ExportError(
             "the model is in training mode (dropout, batch statistics); call "

@@ -35,7 +35,7 @@ def example_inputs(explainer: Explainer, x: torch.Tensor, seed: int = 0) -> dict
         return {}
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        output = explainer.model(x)
+        output = explainer.model(explainer.model_input(x))
     return {
         name: explainer.target.example(name, x.shape[0], x, output, generator) for name in names
     }

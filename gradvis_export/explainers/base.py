@@ -151,13 +151,28 @@ class Explainer(nn.Module):
         self.model = model
         self.target = target if target is not None else ClassTarget()
 
+    def validate_input(self, x: object) -> torch.Tensor:
+        """The explainer's input checked (wrappers taking other inputs override this)."""
+        return check_input(x)
+
+    def random_input(
+        self, like: torch.Tensor, batch: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """A fresh input like `like` with `batch` samples (the export guard runs on these)."""
+        x = torch.randn((batch, *like.shape[1:]), generator=generator)
+        return x * like.float().std() + like.float().mean()
+
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model itself receives for the explainer's input `x`."""
+        return x
+
     @property
     def input_names(self) -> tuple[str, ...]:
         """Names of the artifact's inputs: `input`, then the target's."""
         return ("input", *self.target.input_names)
 
     def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> NamedTuple:
-        x = check_input(x)
+        x = self.validate_input(x)
         values = bind_inputs(self.target.input_names, args, kwargs)
         inputs = self.target.coerce(values, x.shape[0], x.device)
         if torch.is_inference_mode_enabled():

@@ -47,7 +47,11 @@ class Explainer:
         """Run the artifact.  `target` (class per sample, -1 = argmax) and the other inputs of
         the artifact's target (`mask`, `reference`, `box`, `label`) go by name; an input left out
         takes its default (-1 for classes, 1 for a mask) or, without one, raises."""
-        x = np.ascontiguousarray(np.asarray(input, dtype=np.float32))
+        dtype = self.metadata.get("input_specs", {}).get("input", {}).get("dtype", "float32")
+        x = np.asarray(input)
+        if dtype == "uint8" and x.dtype != np.uint8:
+            raise ValueError(f"this artifact takes uint8 frames, got {x.dtype}")
+        x = np.ascontiguousarray(x.astype(dtype, copy=False))
         shape = self.metadata.get("input_shape")
         if shape and (x.ndim != len(shape) or list(x.shape[1:]) != list(shape[1:])):
             raise ValueError(

@@ -1,0 +1,247 @@
+"""The `gradvis` command line: explain a video, export an explainer, describe an artifact.
+
+    gradvis explain VIDEO --model x3d_xs [--checkpoint PATH] --out out.mp4 [--gif out.gif]
+    gradvis export --model x3d_xs --method gradcam --format onnx --out explainer.onnx
+    gradvis info explainer.onnx
+
+Errors are one line on stderr and exit code 2 (bad input) or 1 (anything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import GradvisError
+
+METHODS = {
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "hirescam": "HiResCAM",
+    "gradcam-elementwise": "GradCAMElementWise",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+    "eigengradcam": "EigenGradCAM",
+    "scorecam": "ScoreCAM",
+    "ablationcam": "AblationCAM",
+    "guided": "GuidedBackprop",
+    "guided-gradcam": "GuidedGradCAM",
+}
+
+
+def make_explainer(method: str, model, layer: str | None, activations: str = "all"):
+    """An explainer by CLI name; guided methods guide every activation X3D has (`all`)."""
+    import gradvis_export as gv
+
+    if method not in METHODS:
+        raise GradvisError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    cls = getattr(gv, METHODS[method])
+    if method == "guided":
+        return cls(model, activations=activations)
+    if method == "guided-gradcam":
+        return cls(model, layer, activations=activations)
+    return cls(model, layer)
+
+
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    from .models import CONFIGS
+
+    parser.add_argument("--model", default="x3d_xs", help=f"one of {', '.join(CONFIGS)}")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="state dict to load")
+    parser.add_argument("--num-classes", type=int, default=400)
+    parser.add_argument(
+        "--method", default="gradcam", help=f"one of {', '.join(METHODS)} (default gradcam)"
+    )
+    parser.add_argument(
+        "--layer", default=None, help="target layer (default: the model's last stage)"
+    )
+    parser.add_argument(
+        "--clip-len", type=int, default=None, help="frames per clip (model default)"
+    )
+    parser.add_argument("--size", type=int, default=None, help="square input side (model default)")
+
+
+def _build(args: argparse.Namespace, warn=print):
+    from . import models
+
+    cfg = models.config(args.model)
+    clip_len, size = args.clip_len or cfg.clip_len, args.size or cfg.size
+    model = models.build(args.model, args.num_classes, clip_len, size, args.checkpoint)
+    if args.checkpoint is None:
+        warn(
+            f"note: no --checkpoint, so {args.model} has random weights: the heatmaps show the "
+            "machinery, not a trained model's reasoning"
+        )
+    explainer = make_explainer(args.method, model, args.layer or cfg.layer)
+    return cfg, clip_len, size, explainer
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from . import models
+    from .video.backends import ArtifactBackend, EagerBackend
+    from .video.pipeline import VideoOptions, explain_video
+
+    def warn(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr)
+
+    cfg = models.config(args.model)
+    if args.artifact is not None:
+        backend = ArtifactBackend(args.artifact, threads=args.threads)
+        shape = backend.input_shape or []
+        clip_len = args.clip_len or (shape[1] if len(shape) == 5 else cfg.clip_len)
+        size = args.size or (shape[-1] if len(shape) == 5 else cfg.size)
+        if backend.uint8_input and len(shape) == 5:
+            clip_len, size = args.clip_len or shape[1], args.size or shape[2]
+        backend.check(clip_len, size)
+        uint8 = backend.uint8_input
+        meta = {"method": backend.runtime.metadata.get("method"), "artifact": str(args.artifact)}
+    else:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        cfg, clip_len, size, explainer = _build(args, warn)
+        backend, uint8 = EagerBackend(explainer), False
+        meta = {"method": args.method, "model": args.model}
+    stride = args.stride or max(1, clip_len // 2)
+    out = args.out
+    if out is None and args.gif is None and args.json is None:
+        out = Path(args.video).with_name(Path(args.video).stem + "_gradvis.mp4")
+    sidecar = args.json
+    if sidecar is None and out is not None:
+        sidecar = Path(out).with_suffix(".json")
+    options = VideoOptions(
+        clip_len=clip_len,
+        stride=min(stride, clip_len),
+        size=size,
+        mean=cfg.mean,
+        std=cfg.std,
+        target=args.target,
+        alpha=args.alpha,
+        panel=args.panel,
+        boxes=args.boxes,
+        uint8_input=uint8,
+    )
+    summary = explain_video(
+        args.video,
+        backend,
+        options,
+        out=out,
+        gif=args.gif,
+        sidecar=sidecar,
+        progress=not args.quiet,
+        warn=warn,
+        metadata=meta,
+    )
+    if not args.quiet:
+        print(
+            f"wrote {', '.join(summary.outputs)}: {summary.frames} frames, {summary.clips} clips",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from .exporter import export
+    from .preprocess import UInt8Input
+
+    cfg, clip_len, size, explainer = _build(args, lambda m: print(m, file=sys.stderr))
+    if args.uint8:
+        explainer = UInt8Input(explainer, mean=cfg.mean, std=cfg.std)
+        example = torch.randint(0, 256, (2, clip_len, size, size, 3), dtype=torch.uint8)
+    else:
+        example = torch.randn(2, 3, clip_len, size, size)
+    path = export(explainer, example, args.out, format=args.format)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def describe(path: str | os.PathLike) -> dict[str, object]:
+    import gradvis_runtime
+
+    runtime = gradvis_runtime.load(path)
+    meta = dict(runtime.metadata)
+    meta["backend"] = runtime.backend
+    return meta
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    meta = describe(args.artifact)
+    if args.json:
+        print(json.dumps(meta, indent=2))
+        return 0
+    specs = meta.get("input_specs", {})
+    print(f"{args.artifact} ({meta.get('backend')}, gradvis {meta.get('gradvis_version')})")
+    print(
+        f"  method:  {meta.get('method')}  layer: {', '.join(meta.get('target_layer', []) or ['-'])}"
+    )
+    for name in meta.get("inputs", []):
+        spec = specs.get(name, {})
+        print(f"  input   {name}: {spec.get('dtype', '?')} {tuple(spec.get('shape', []))}")
+    for name in meta.get("outputs", []):
+        print(f"  output  {name}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="gradvis", description=__doc__.split("\n\n")[0])
+    sub = root.add_subparsers(dest="command", required=True)
+
+    explain = sub.add_parser("explain", help="overlay heatmaps on every frame of a video")
+    explain.add_argument("video", type=Path)
+    _model_args(explain)
+    explain.add_argument("--stride", type=int, default=None, help="frames between clip starts")
+    explain.add_argument("--target", type=int, default=-1, help="class to explain (-1: predicted)")
+    explain.add_argument("--out", type=Path, default=None, help="overlay video (.mp4)")
+    explain.add_argument("--gif", type=Path, default=None, help="also a GIF (short videos)")
+    explain.add_argument("--json", type=Path, default=None, help="sidecar (default: OUT.json)")
+    explain.add_argument("--artifact", type=Path, default=None, help="run this exported explainer")
+    explain.add_argument(
+        "--panel", action="store_true", help="frame | overlay | guided side by side"
+    )
+    explain.add_argument("--boxes", action="store_true", help="boxes around the hottest regions")
+    explain.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity")
+    explain.add_argument("--threads", type=int, default=None)
+    explain.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+    explain.set_defaults(run=cmd_explain)
+
+    exp = sub.add_parser("export", help="export an explainer for a video model")
+    _model_args(exp)
+    exp.add_argument("--format", choices=["onnx", "torchscript"], default=None)
+    exp.add_argument("--out", type=Path, required=True)
+    exp.add_argument(
+        "--uint8", action="store_true", help="take uint8 frames (B,T,H,W,3); normalise in-graph"
+    )
+    exp.set_defaults(run=cmd_export)
+
+    info = sub.add_parser("info", help="inputs, outputs, method and layer of an artifact")
+    info.add_argument("artifact", type=Path)
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(run=cmd_info)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return args.run(args)
+    except (GradvisError, FileNotFoundError, ValueError) as error:
+        print(f"gradvis: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gradvis: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

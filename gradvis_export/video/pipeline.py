@@ -1,0 +1,313 @@
+"""The video job as a stream: decode -> clips -> explain -> average per frame -> overlay -> encode.
+
+Frames flow through one at a time; only the frames of the current window (clip_len + stride)
+and their maps are held, so memory stays flat however long the video.  Every output (MP4, GIF,
+JSON) is written under a temporary name and renamed only when the whole video is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError, VideoError
+from .clips import Clip, FrameAverager, SlidingClips
+from .decode import probe, read_frames
+from .encode import mp4_writer
+from .overlay import draw_boxes, hot_boxes, overlay, signed_image
+
+#: clip (1, 3, T, S, S) float32 normalised, or (1, T, S, S, 3) uint8 -> named outputs
+Backend = Callable[[np.ndarray, int], dict[str, np.ndarray]]
+
+
+@dataclass
+class VideoOptions:
+    clip_len: int
+    stride: int
+    size: int
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    target: int = -1  # class to explain, -1 = each clip's predicted class
+    alpha: float = 0.5  # heatmap opacity in the overlay
+    panel: bool = False  # frame | overlay (| guided Grad-CAM) side by side
+    boxes: bool = False  # draw boxes around the hottest regions
+    box_threshold: float = 0.6
+    uint8_input: bool = False  # the backend takes (1, T, S, S, 3) uint8 frames
+    labels: list[str] | None = None
+
+
+@dataclass
+class VideoSummary:
+    frames: int = 0
+    clips: int = 0
+    padded: int = 0
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(
+        default_factory=lambda: {"decode": 0.0, "explain": 0.0, "render": 0.0}
+    )
+
+
+def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8, bilinear with antialiasing (the whole frame,
+    so heatmaps map back onto every pixel)."""
+    t = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+    t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return t[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def normalise_clip(frames: list[np.ndarray], mean, std) -> np.ndarray:
+    """clip_len x (S, S, 3) uint8 -> (1, 3, T, S, S) float32, (x/255 - mean) / std."""
+    clip = np.stack(frames).astype(np.float32) / 255.0
+    clip = (clip - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(clip.transpose(3, 0, 1, 2)[None])
+
+
+def clip_maps(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-frame [0, 1] maps (T, S, S) to overlay, and the guided image (T, S, S, 3) if any."""
+    heatmap = np.asarray(outputs["heatmap"])[0]
+    result = {}
+    if "cam" in outputs:  # guided Grad-CAM: overlay the CAM, show the product in the panel
+        result["map"] = np.asarray(outputs["cam"])[0]
+        result["guided"] = heatmap.transpose(1, 2, 3, 0)
+    elif heatmap.ndim == 4:  # guided backprop: a signed gradient per colour channel
+        magnitude = np.abs(heatmap).max(axis=0)
+        result["map"] = magnitude / (magnitude.max() or 1.0)
+        result["guided"] = heatmap.transpose(1, 2, 3, 0)
+    else:
+        peak = float(heatmap.max())
+        result["map"] = heatmap / peak if peak > 1.0 else heatmap
+    return result
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temporary path next to `path`, renamed to it only if the block succeeds."""
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _check_outputs(video: Path, outputs: list[Path | None]) -> None:
+    for out in outputs:
+        if out is None:
+            continue
+        if out.resolve() == video.resolve():
+            raise InputError(f"the output {str(out)!r} is the input video; choose another name")
+        if not out.parent.exists():
+            raise InputError(f"the output folder {str(out.parent)!r} does not exist")
+
+
+def explain_video(
+    video: str | os.PathLike,
+    backend: Backend,
+    options: VideoOptions,
+    out: str | os.PathLike | None = None,
+    gif: str | os.PathLike | None = None,
+    sidecar: str | os.PathLike | None = None,
+    progress: bool = True,
+    warn: Callable[[str], None] = print,
+    metadata: dict[str, object] | None = None,
+) -> VideoSummary:
+    """Explain every frame of `video`; write the overlay MP4 (`out`), a GIF, a JSON sidecar.
+
+    Frames covered by several clips average their maps and class probabilities.  A video
+    shorter than one clip is padded by repeating its last frame (`warn` says so).  MP4 frames
+    of odd width/height get one edge pixel repeated (H.264 needs even sizes).
+    """
+    video = Path(video)
+    paths = [Path(p) if p is not None else None for p in (out, gif, sidecar)]
+    if not any(paths):
+        raise InputError("nothing to write: give an MP4 (out), a GIF or a JSON sidecar path")
+    _check_outputs(video, paths)
+    info = probe(video)
+    summary = VideoSummary(width=info.width, height=info.height, fps=info.fps)
+    clips: SlidingClips[np.ndarray] = SlidingClips(options.clip_len, options.stride)
+    averager = FrameAverager()
+    originals: dict[int, np.ndarray] = {}
+    clip_records: list[dict[str, object]] = []
+    gif_frames: list[np.ndarray] = []
+    out_path, gif_path, json_path = paths
+
+    with contextlib.ExitStack() as stack:
+        write_mp4 = None
+        json_file = None
+        if json_path is not None:
+            json_tmp = stack.enter_context(atomic_file(json_path))
+            json_file = stack.enter_context(open(json_tmp, "w", encoding="utf-8"))
+            head = {
+                "video": str(video),
+                "width": info.width,
+                "height": info.height,
+                "fps": info.fps,
+                "clip_len": options.clip_len,
+                "stride": options.stride,
+                "size": options.size,
+                "target": options.target,
+                **(metadata or {}),
+            }
+            json_file.write(json.dumps(head)[:-1] + ', "frames": [\n')
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = stack.enter_context(
+                tqdm(total=info.frames, unit="frame", desc="explaining", dynamic_ncols=True)
+            )
+
+        def render(frame_index: int, values: dict[str, np.ndarray], clip_ids: list[int]) -> None:
+            nonlocal write_mp4
+            t0 = time.perf_counter()
+            frame = originals.pop(frame_index)
+            h, w = frame.shape[:2]
+            heat = (
+                F.interpolate(
+                    torch.from_numpy(values["map"])[None, None], size=(h, w), mode="bilinear"
+                )[0, 0]
+                .clamp(0, 1)
+                .numpy()
+            )
+            image = overlay(frame, heat, options.alpha)
+            boxes = hot_boxes(heat, options.box_threshold) if options.boxes or json_file else []
+            if options.boxes:
+                image = draw_boxes(image, boxes)
+            if options.panel:
+                parts = [frame, image]
+                if "guided" in values:
+                    guided = torch.from_numpy(values["guided"]).permute(2, 0, 1)[None]
+                    guided = F.interpolate(guided, size=(h, w), mode="bilinear")[0]
+                    parts.append(signed_image(guided.permute(1, 2, 0).numpy()))
+                image = np.concatenate(parts, axis=1)
+            if out_path is not None:
+                if write_mp4 is None:
+                    ih, iw = image.shape[:2]
+                    write_mp4 = stack.enter_context(
+                        mp4_writer(out_path, info.fps, iw + iw % 2, ih + ih % 2)
+                    )
+                if image.shape[0] % 2 or image.shape[1] % 2:
+                    pad = ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0))
+                    image = np.pad(image, pad, mode="edge")
+                write_mp4(image)
+            if gif_path is not None:
+                gif_frames.append(image)
+            if json_file is not None:
+                probs = values["prob"]
+                best = int(probs.argmax())
+                entry = {
+                    "frame": frame_index,
+                    "clips": clip_ids,
+                    "class": best,
+                    "label": options.labels[best] if options.labels else None,
+                    "score": round(float(probs[best]), 6),
+                    "target": options.target,
+                    "boxes": boxes,
+                }
+                comma = ",\n" if frame_index else ""
+                json_file.write(comma + json.dumps(entry))
+            summary.frames += 1
+            summary.seconds["render"] += time.perf_counter() - t0
+            if bar is not None:
+                bar.update(1)
+
+        def run_clip(clip: Clip[np.ndarray]) -> None:
+            t0 = time.perf_counter()
+            if options.uint8_input:
+                batch = np.ascontiguousarray(np.stack(clip.items)[None])
+            else:
+                batch = normalise_clip(clip.items, options.mean, options.std)
+            outputs = backend(batch, options.target)
+            summary.seconds["explain"] += time.perf_counter() - t0
+            maps = clip_maps(outputs)
+            probs = softmax(np.asarray(outputs["logits"])[0].astype(np.float64))
+            for frame_index in clip.frames():
+                i = frame_index - clip.start
+                values = {key: value[i] for key, value in maps.items()}
+                values["prob"] = probs
+                averager.add(frame_index, values, clip.index)
+            best = int(probs.argmax())
+            clip_records.append(
+                {
+                    "index": clip.index,
+                    "start": clip.start,
+                    "frames": clip.valid,
+                    "padded": len(clip.items) - clip.valid,
+                    "class": best,
+                    "score": round(float(probs[best]), 6),
+                }
+            )
+
+        frames = read_frames(video)
+        while True:
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            summary.seconds["decode"] += time.perf_counter() - t0
+            if frame is None:
+                break
+            originals[clips.count] = frame
+            for clip in clips.push(resize_frame(frame, options.size)):
+                run_clip(clip)
+            for entry in averager.pop_before(clips.final_before):
+                render(*entry)
+        for clip in clips.finish():
+            run_clip(clip)
+        if clips.padded:
+            warn(
+                f"the video has {clips.count} frame(s), fewer than one clip of "
+                f"{options.clip_len}: padded by repeating the last frame {clips.padded} time(s)"
+            )
+        for entry in averager.pop_before(clips.count):
+            render(*entry)
+        if summary.frames == 0:
+            raise VideoError(f"{str(video)!r} has no frames")
+        summary.clips, summary.padded = clips.clips, clips.padded
+        if json_file is not None:
+            json_file.write("\n], " + json.dumps({"clips": clip_records})[1:])
+            json_file.close()
+        if gif_path is not None:
+            stack.enter_context(_write_gif(gif_path, gif_frames, info.fps))
+    summary.outputs = [str(p) for p in paths if p is not None]
+    return summary
+
+
+@contextlib.contextmanager
+def _write_gif(path: Path, frames: list[np.ndarray], fps: float) -> Iterator[None]:
+    """A looping GIF, frames halved until at most 480 px wide (GIFs are for short clips)."""
+    from PIL import Image
+
+    with atomic_file(path) as tmp:
+        images = []
+        for frame in frames:
+            image = Image.fromarray(frame)
+            while image.width > 480:
+                image = image.resize((image.width // 2, image.height // 2))
+            images.append(image)
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=max(int(round(1000 / max(fps, 1e-3))), 20),
+            loop=0,
+        )
+        yield
