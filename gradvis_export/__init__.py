@@ -28,6 +28,8 @@ from .explainers import (
     XGradCAM,
 )
 from .exporter import export
+from .legacy import GradVis
+from .preprocess import UInt8Input
 from .targets import (
     ClassTarget,
     DetectionTarget,
@@ -52,6 +54,7 @@ __all__ = [
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
+    "GradVis",
     "GradvisError",
     "GuidedBackprop",
     "GuidedGradCAM",
@@ -65,6 +68,7 @@ __all__ = [
     "SegmentationTarget",
     "SoftmaxTarget",
     "Target",
+    "UInt8Input",
     "XGradCAM",
     "__version__",
     "export",

@@ -302,3 +302,27 @@ def test_targets_example_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "('boxes', 'scores', 'heatmap')" in done.stdout
     assert (tmp_path / "detection_eigengradcam.onnx").is_file()
+
+
+def test_seed_gradvis_interface_writes_overlays(tmp_path):
+    """GradVis(model).compute_grad(input_tensor, path): one PNG per frame + an MP4; the PNGs
+    are the clip (min-max scaled) blended with the eager Grad-CAM of the last stage."""
+    from PIL import Image
+
+    from gradvis_export.video.overlay import colormap
+
+    spec = MODEL_FACTORIES["x3d"]()
+    clip = make_input((3, 4, 64, 64), seed=9)
+    out = gv.GradVis(spec.model).compute_grad(input_tensor=clip, path=tmp_path / "vis")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"frame_{t:04d}.png" for t in range(4)] + ["overlay.mp4"]
+    heat = gv.GradCAM(spec.model, "blocks.4")(clip[None]).heatmap[0]
+    heat = (heat / heat.max()).numpy()
+    frames = (clip - clip.amin(dim=(1, 2, 3), keepdim=True)) / (
+        clip.amax(dim=(1, 2, 3), keepdim=True) - clip.amin(dim=(1, 2, 3), keepdim=True)
+    )
+    frames = (frames * 255).round().permute(1, 2, 3, 0).numpy()
+    for t in range(4):
+        want = 0.5 * frames[t] + 0.5 * colormap(heat[t]) * 255
+        got = np.asarray(Image.open(out / f"frame_{t:04d}.png")).astype(np.float32)
+        assert np.abs(got - want).max() <= 1.0
