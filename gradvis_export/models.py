@@ -55,9 +55,10 @@ def build(
     """The architecture `name` for clips of `clip_len` frames at `size`^2, in eval mode."""
     cfg = config(name)
     clip_len, size = clip_len or cfg.clip_len, size or cfg.size
-    if size % 32:
+    if size < 32 or (name == "slow_r50" and size % 32):
         raise InputError(
-            f"--size must be a multiple of 32 for {name} (its head pools /32), got {size}"
+            f"--size {size} does not fit {name}: at least 32"
+            + (", and a multiple of 32 (its head pools /32)" if name == "slow_r50" else "")
         )
     torch.manual_seed(seed)
     with warnings.catch_warnings():
