@@ -1,0 +1,183 @@
+"""End-to-end speed and memory of the video job (decode -> explain -> overlay + encode).
+
+Generates 640x360 30 fps test videos (30 s and 120 s by default), exports an X3D-XS Grad-CAM
+explainer at 182 px (ONNX, random-init weights: speed does not depend on training), and runs
+`explain_video` on each video in a fresh process, so that each peak RSS is its own:
+
+    python benchmarks/video.py                      # 30 s and 120 s, ~10 minutes
+    python benchmarks/video.py --seconds 10 20      # a quick run
+
+Targets (issue 4): decode + overlay + encode <= 20 % of the total time; peak RSS independent of
+the video's length (the 120 s run within 10 % of the 30 s run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "runtime")]
+
+
+def make_video(path: Path, seconds: float, width: int = 640, height: int = 360) -> None:
+    """A car-like box crossing a road with blinking lamps, written frame by frame."""
+    import av
+    import numpy as np
+
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=30)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    ys = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
+    base = np.where(
+        ys > 0.55, 0.22, np.concatenate([0.3 + 0.2 * ys, 0.35 + 0.2 * ys, 0.5 + 0.1 * ys], axis=2)
+    )
+    base = np.broadcast_to(base, (height, width, 3))
+    frames = int(seconds * 30)
+    for t in range(frames):
+        img = base.copy()
+        left = int((t % 150) / 150 * (width - 200))
+        img[150:220, left : left + 200] = (0.6, 0.1, 0.1)
+        if (t // 8) % 2 == 0:
+            img[180:195, left + 10 : left + 30] = (1.0, 0.85, 0.2)
+            img[180:195, left + 170 : left + 190] = (1.0, 0.85, 0.2)
+        frame = av.VideoFrame.from_ndarray((img * 255).astype(np.uint8), format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+
+
+def export_artifact(path: Path, size: int, clip_len: int) -> None:
+    import torch
+
+    import gradvis_export as gv
+    from gradvis_export import models
+
+    model = models.build("x3d_xs", 400, clip_len, size)
+    gv.export(gv.GradCAM(model, "blocks.4"), torch.randn(2, 3, clip_len, size, size), path)
+
+
+def run_one(video: Path, artifact: Path, size: int, clip_len: int, stride: int, threads: int):
+    """One video in this process: the stage times and this process's peak RSS."""
+    from gradvis_export.video.backends import ArtifactBackend
+    from gradvis_export.video.pipeline import VideoOptions, explain_video
+
+    backend = ArtifactBackend(artifact, threads=threads)
+    options = VideoOptions(clip_len=clip_len, stride=stride, size=size)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        summary = explain_video(
+            video, backend, options, out=Path(tmp) / "out.mp4", sidecar=None, progress=False
+        )
+        total = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    return {
+        "frames": summary.frames,
+        "clips": summary.clips,
+        "total_s": total,
+        **{f"{k}_s": v for k, v in summary.seconds.items()},
+        "peak_rss_mib": rss,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, nargs="+", default=[30, 120])
+    parser.add_argument("--size", type=int, default=182)
+    parser.add_argument("--clip-len", type=int, default=4)
+    parser.add_argument("--stride", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--run", nargs=2, metavar=("VIDEO", "ARTIFACT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:
+        result = run_one(
+            Path(args.run[0]),
+            Path(args.run[1]),
+            args.size,
+            args.clip_len,
+            args.stride,
+            args.threads,
+        )
+        print(json.dumps(result))
+        return 0
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = Path(tmp) / "x3d_xs_gradcam.onnx"
+        print(f"exporting X3D-XS Grad-CAM at {args.size}px ...", file=sys.stderr)
+        export_artifact(artifact, args.size, args.clip_len)
+        for seconds in args.seconds:
+            video = Path(tmp) / f"video_{seconds:g}s.mp4"
+            print(f"generating {seconds:g} s of 640x360 video ...", file=sys.stderr)
+            make_video(video, seconds)
+            print(f"explaining {video.name} ...", file=sys.stderr)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--run",
+                    str(video),
+                    str(artifact),
+                    "--size",
+                    str(args.size),
+                    "--clip-len",
+                    str(args.clip_len),
+                    "--stride",
+                    str(args.stride),
+                    "--threads",
+                    str(args.threads),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            results.append({"seconds": seconds, **json.loads(done.stdout.strip().splitlines()[-1])})
+
+    print(
+        f"X3D-XS Grad-CAM (ONNX, onnxruntime {args.threads} threads), {args.size}px, "
+        f"clip {args.clip_len}, stride {args.stride}; 640x360 30 fps input"
+    )
+    print(
+        f"{'video':>7} {'frames':>7} {'total s':>8} {'fps':>6} {'decode':>7} {'explain':>8} "
+        f"{'render':>7} {'io share':>9} {'peak RSS':>9}"
+    )
+    for r in results:
+        io = (r["decode_s"] + r["render_s"]) / r["total_s"]
+        r["io_share"] = io
+        print(
+            f"{r['seconds']:>6g}s {r['frames']:>7} {r['total_s']:>8.1f} "
+            f"{r['frames'] / r['total_s']:>6.1f} {r['decode_s']:>7.1f} {r['explain_s']:>8.1f} "
+            f"{r['render_s']:>7.1f} {io:>8.1%} {r['peak_rss_mib']:>6.0f} MiB"
+        )
+    print("targets:")
+    for r in results:
+        ok = r["io_share"] <= 0.20
+        print(
+            f"  decode + overlay + encode share ({r['seconds']:g} s) {r['io_share']:.1%} "
+            f"(<= 20%)  {'PASS' if ok else 'MISS'}"
+        )
+    if len(results) >= 2:
+        a, b = results[0], results[-1]
+        growth = b["peak_rss_mib"] / a["peak_rss_mib"] - 1
+        print(
+            f"  peak RSS {b['seconds']:g} s vs {a['seconds']:g} s: {growth:+.1%} (within 10%)  "
+            f"{'PASS' if abs(growth) <= 0.10 else 'MISS'}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
