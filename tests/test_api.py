@@ -323,6 +323,7 @@ def test_seed_gradvis_interface_writes_overlays(tmp_path):
     )
     frames = (frames * 255).round().permute(1, 2, 3, 0).numpy()
     for t in range(4):
-        want = 0.5 * frames[t] + 0.5 * colormap(heat[t]) * 255
+        weight = 0.5 * heat[t][..., None]  # opacity alpha * map
+        want = (1 - weight) * frames[t] + weight * colormap(heat[t]) * 255
         got = np.asarray(Image.open(out / f"frame_{t:04d}.png")).astype(np.float32)
         assert np.abs(got - want).max() <= 1.0

@@ -68,7 +68,7 @@ class SlidingClips(Generic[Item]):
     def finish(self) -> list[Clip[Item]]:
         """The window for the frames left uncovered (aligned to the end, or padded)."""
         uncovered = self.count > self.covered
-        owns_from = self.next_start
+        owns_from = self.covered  # only the frames no earlier window covered
         self.next_start = self.count  # everything is final after this
         if not uncovered:
             return []

@@ -27,11 +27,16 @@ def colormap(heatmap: np.ndarray) -> np.ndarray:
 
 
 def overlay(frame: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend a [0,1] heatmap of the frame's size onto a uint8 RGB frame (H, W, 3)."""
+    """Blend a [0,1] heatmap of the frame's size onto a uint8 RGB frame (H, W, 3).
+
+    The opacity is alpha * heatmap per pixel: where the map is 0 the frame is unchanged, where
+    it is 1 the colour covers it with opacity alpha.
+    """
     if frame.shape[:2] != heatmap.shape:
         raise ValueError(f"heatmap {heatmap.shape} does not match frame {frame.shape[:2]}")
     colour = colormap(heatmap) * 255.0
-    blended = (1.0 - alpha) * frame.astype(np.float32) + alpha * colour
+    weight = alpha * np.clip(np.nan_to_num(heatmap.astype(np.float32)), 0.0, 1.0)[..., None]
+    blended = (1.0 - weight) * frame.astype(np.float32) + weight * colour
     return blended.round().clip(0, 255).astype(np.uint8)
 
 

@@ -205,10 +205,11 @@ def explain_video(
                     write_mp4 = stack.enter_context(
                         mp4_writer(out_path, info.fps, iw + iw % 2, ih + ih % 2)
                     )
+                even = image
                 if image.shape[0] % 2 or image.shape[1] % 2:
                     pad = ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0))
-                    image = np.pad(image, pad, mode="edge")
-                write_mp4(image)
+                    even = np.pad(image, pad, mode="edge")
+                write_mp4(even)
             if gif_path is not None:
                 gif_frames.append(image)
             if json_file is not None:

@@ -1,0 +1,678 @@
+"""The video job: decode -> sliding clips -> explain -> per-frame average -> overlay -> encode.
+
+Videos are generated here with PyAV.  Most pipeline tests use a fake backend (a callable
+returning a synthetic map and fixed logits), so no network runs; the real X3D-XS runs only in
+the CLI tests and in the one uint8-artifact export (shared through a module fixture).
+Expectations (clip windows, colours, probabilities) are computed independently in the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+# the local runtime (an installed gradvis_runtime may be another checkout's)
+sys.path.insert(0, str(ROOT / "runtime"))
+sys.path.insert(0, str(ROOT))
+
+import gradvis_export as gv
+import gradvis_runtime
+from gradvis_export import cli, models
+from gradvis_export.errors import InputError, VideoError
+from gradvis_export.preprocess import UInt8Input
+from gradvis_export.video.clips import FrameAverager, SlidingClips
+from gradvis_export.video.overlay import overlay
+from gradvis_export.video.pipeline import VideoOptions, explain_video
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+
+# Independent reference values of the jet-like colormap's ends (blue -> ... -> dark red).
+HOT_RGB = np.array([0.5, 0.0, 0.0]) * 255.0  # colormap(1)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def pattern(index: int, width: int, height: int) -> np.ndarray:
+    """A smooth frame (compresses well) that changes over time."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[..., 0] = 40 + xx * 160 // max(width - 1, 1)
+    frame[..., 1] = 40 + yy * 160 // max(height - 1, 1)
+    frame[..., 2] = 60 + (index * 5) % 120
+    return frame
+
+
+def write_video(
+    path: Path,
+    frames: int,
+    width: int,
+    height: int,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    gray: bool = False,
+) -> Path:
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream(codec, rate=30)
+    stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+    for i in range(frames):
+        rgb = pattern(i, width, height)
+        if gray:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[..., 0]), format="gray")
+        else:
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+def decode(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def expected_windows(n: int, clip_len: int, stride: int) -> list[tuple[int, list[int]]]:
+    """(start, frames it averages into) per clip: starts 0, stride, ... while a whole clip
+    fits; then one end-aligned window for the frames none covered (padded if n < clip_len)."""
+    windows = []
+    start = 0
+    covered = 0
+    while start + clip_len <= n:
+        windows.append((start, list(range(start, start + clip_len))))
+        covered = start + clip_len
+        start += stride
+    if covered < n:
+        last = max(n - clip_len, 0)
+        windows.append((last, list(range(covered, n))))
+    return windows
+
+
+def expected_clips_per_frame(n: int, clip_len: int, stride: int) -> list[list[int]]:
+    per_frame: list[list[int]] = [[] for _ in range(n)]
+    for index, (_, frames) in enumerate(expected_windows(n, clip_len, stride)):
+        for f in frames:
+            per_frame[f].append(index)
+    return per_frame
+
+
+class FakeBackend:
+    """clip -> fixed logits and a synthetic (1, T, S, S) map; counts its calls (= clip index)."""
+
+    def __init__(self, size, clip_len, heat=None, logits=None, fail_after=None, error=None):
+        self.size, self.clip_len = size, clip_len
+        self.heat = heat  # callable(call index) -> (S, S) map, default: left half hot
+        self.logits = logits  # callable(call index) -> (K,) logits
+        self.fail_after, self.error = fail_after, error
+        self.calls = 0
+        self.shapes = []
+
+    def __call__(self, clip: np.ndarray, target: int) -> dict[str, np.ndarray]:
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise self.error
+        k = self.calls
+        self.calls += 1
+        self.shapes.append(clip.shape)
+        if self.heat is None:
+            m = np.zeros((self.size, self.size), np.float32)
+            m[:, : self.size // 2] = 1.0
+        else:
+            m = np.asarray(self.heat(k), np.float32)
+        heatmap = np.broadcast_to(m, (1, self.clip_len, self.size, self.size)).copy()
+        if self.logits is None:
+            logits = np.array([0.1, 2.0, 0.3, -1.0], np.float32)
+        else:
+            logits = np.asarray(self.logits(k), np.float32)
+        return {"logits": logits[None], "heatmap": heatmap}
+
+
+def options(clip_len=4, stride=2, size=16, **kw) -> VideoOptions:
+    return VideoOptions(clip_len=clip_len, stride=stride, size=size, **kw)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+@pytest.fixture(scope="module")
+def video_97(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("v") / "in.mp4", 97, 320, 180)
+
+
+# ----------------------------------------------------------------------------- 1. frames, size
+
+
+def test_output_has_every_frame_at_input_size(video_97, tmp_path):
+    out, gif, side = tmp_path / "o.mp4", tmp_path / "o.gif", tmp_path / "o.json"
+    backend = FakeBackend(16, 4)
+    summary = explain_video(
+        video_97, backend, options(), out=out, gif=gif, sidecar=side, progress=False
+    )
+    decoded = decode(out)
+    assert decoded.shape == (97, 180, 320, 3)
+    with av.open(str(out)) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert abs(float(stream.average_rate) - 30) < 0.5
+    assert summary.frames == 97
+    # the backend got normalised float clips of (1, 3, T, S, S)
+    assert set(backend.shapes) == {(1, 3, 4, 16, 16)}
+    # clips: starts 0,2,...,92 (47) + one end-aligned window for frame 96
+    assert backend.calls == summary.clips == len(expected_windows(97, 4, 2)) == 48
+    from PIL import Image
+
+    with Image.open(gif) as im:
+        assert im.n_frames == 97
+        assert im.size == (320, 180)
+    assert json.loads(side.read_text())["width"] == 320
+
+
+# ----------------------------------------------------------------------------- 2. blending
+
+
+def test_overlay_function_is_exact_alpha_blend():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    heat = np.zeros((6, 8), np.float32)
+    heat[:, :4] = 1.0
+    for alpha in (0.0, 0.3, 0.5, 1.0):
+        got = overlay(frame, heat, alpha).astype(np.float64)
+        want_hot = (1 - alpha) * frame[:, :4] + alpha * HOT_RGB  # opacity alpha * map
+        np.testing.assert_allclose(got[:, :4], np.clip(np.round(want_hot), 0, 255), atol=0.51)
+        np.testing.assert_array_equal(got[:, 4:], frame[:, 4:])  # map 0: the frame, untouched
+    np.testing.assert_array_equal(overlay(frame, heat, 0.0), frame)  # alpha 0: untouched
+    half = overlay(frame, np.full((6, 8), 0.5, np.float32), 0.8).astype(np.float64)
+    want = (1 - 0.4) * frame + 0.4 * np.array([127.5, 255, 127.5])
+    np.testing.assert_allclose(half, np.clip(np.round(want), 0, 255), atol=0.51)
+    # mid value 0.5 is the middle of the jet-like map: between cyan and yellow -> (0.5, 1, 0.5),
+    # at opacity 1 * 0.5 over black
+    mid = overlay(np.zeros((1, 1, 3), np.uint8), np.full((1, 1), 0.5, np.float32), 1.0)
+    np.testing.assert_allclose(mid[0, 0], 0.5 * np.array([127.5, 255, 127.5]), atol=1)
+    with pytest.raises(ValueError):
+        overlay(frame, np.zeros((5, 8), np.float32))
+
+
+def test_pipeline_blends_hot_and_cold_regions(video_97, tmp_path):
+    out = tmp_path / "o.mp4"
+    alpha = 0.5
+    explain_video(video_97, FakeBackend(16, 4), options(alpha=alpha), out=out, progress=False)
+    src = decode(video_97).astype(np.float64)
+    got = decode(out).astype(np.float64)
+    # the map (16 px, left half 1) upsampled to 320: exactly 1 for x < 150, exactly 0 for x >= 170
+    hot, cold = np.s_[:, 8:172, 8:140], np.s_[:, 8:172, 180:312]
+    want_hot = (1 - alpha) * src[hot] + alpha * HOT_RGB
+    assert np.abs(got[hot] - want_hot).mean() < 4
+    # where the map is 0 the output is the input (up to H.264 re-encoding)
+    assert np.abs(got[cold] - src[cold]).mean() < 4
+    # and the hot side differs clearly from the input (the overlay is really there), red-shifted
+    assert np.abs(got[hot] - src[hot]).mean() > 20
+    assert (got[hot][..., 0] - (1 - alpha) * src[hot][..., 0]).mean() > 50
+
+
+# ----------------------------------------------------------------------------- 3. averaging
+
+
+@pytest.mark.parametrize(
+    "n,clip_len,stride",
+    [
+        (12, 4, 4),  # windows tile exactly
+        (10, 4, 2),  # overlapping, tiles exactly (0,2,4,6)
+        (13, 4, 4),  # stride == clip: an end window for frame 12
+        (97, 4, 2),  # overlapping + an end window for frame 96
+        (20, 8, 3),  # overlapping + an end window
+        (3, 4, 2),  # shorter than a clip: one padded window
+    ],
+)
+def test_sliding_clips_average_maps_of_their_clips(n, clip_len, stride):
+    clips = SlidingClips(clip_len, stride)
+    averager = FrameAverager()
+    popped = []
+    starts = []
+
+    def run(clip):
+        starts.append(clip.start)
+        assert len(clip.items) == clip_len
+        # the clip really holds frames start..start+valid-1 (padded with the last one)
+        real = list(range(clip.start, clip.start + clip.valid))
+        assert clip.items == real + [real[-1]] * (clip_len - clip.valid)
+        for f in clip.frames():
+            averager.add(f, {"map": np.full((2, 2), float(clip.index))}, clip.index)
+
+    for i in range(n):
+        for clip in clips.push(i):
+            run(clip)
+        popped += averager.pop_before(clips.final_before)
+    for clip in clips.finish():
+        run(clip)
+    popped += averager.pop_before(clips.count)
+
+    windows = expected_windows(n, clip_len, stride)
+    assert starts == [s for s, _ in windows]
+    want = expected_clips_per_frame(n, clip_len, stride)
+    assert [f for f, _, _ in popped] == list(range(n))
+    for f, values, clip_ids in popped:
+        assert clip_ids == want[f], f"frame {f}"
+        np.testing.assert_allclose(values["map"], np.mean(want[f]), err_msg=f"frame {f}")
+    assert clips.padded == max(clip_len - n, 0)
+
+
+def test_sliding_clips_rejects_bad_stride():
+    with pytest.raises(ValueError):
+        SlidingClips(4, 5)
+    with pytest.raises(ValueError):
+        SlidingClips(4, 0)
+    with pytest.raises(ValueError):
+        SlidingClips(0, 1)
+
+
+# ----------------------------------------------------------------------------- 4. JSON
+
+
+@pytest.mark.parametrize("n,clip_len,stride", [(24, 4, 4), (26, 4, 2), (25, 6, 3)])
+def test_json_sidecar_fields_and_averaged_scores(tmp_path, n, clip_len, stride):
+    video = write_video(tmp_path / "in.mp4", n, 96, 64)
+    side = tmp_path / "o.json"
+
+    def logits(k):  # class 2 wins early, class 0 later: averages change per frame
+        return np.array([0.15 * k, 0.0, 2.0 - 0.1 * k], np.float32)
+
+    def heat(k):  # a hot block in the top-left quarter of the 16x16 map, 0 elsewhere
+        m = np.zeros((16, 16), np.float32)
+        m[:6, :6] = 1.0
+        return m
+
+    backend = FakeBackend(16, clip_len, heat=heat, logits=logits)
+    labels = ["a", "b", "c"]
+    explain_video(
+        video,
+        backend,
+        options(clip_len, stride, labels=labels),
+        sidecar=side,
+        progress=False,
+        metadata={"method": "fake"},
+    )
+    data = json.loads(side.read_text())
+    assert data["width"] == 96 and data["height"] == 64
+    assert data["clip_len"] == clip_len and data["stride"] == stride and data["size"] == 16
+    assert data["method"] == "fake"
+    assert abs(data["fps"] - 30) < 0.5
+    frames = data["frames"]
+    assert [f["frame"] for f in frames] == list(range(n))
+
+    want = expected_clips_per_frame(n, clip_len, stride)
+    windows = expected_windows(n, clip_len, stride)
+    assert [c["start"] for c in data["clips"]] == [s for s, _ in windows]
+    assert [c["index"] for c in data["clips"]] == list(range(len(windows)))
+    for c in data["clips"]:
+        p = softmax(logits(c["index"]).astype(np.float64))
+        assert c["class"] == int(p.argmax())
+        assert c["score"] == pytest.approx(p.max(), abs=1e-5)
+    for entry, clip_ids in zip(frames, want):
+        assert entry["clips"] == clip_ids, f"frame {entry['frame']}"
+        probs = np.mean([softmax(logits(k).astype(np.float64)) for k in clip_ids], axis=0)
+        assert entry["class"] == int(probs.argmax())
+        assert entry["label"] == labels[entry["class"]]
+        assert entry["score"] == pytest.approx(probs.max(), abs=1e-5)
+        assert 0.0 <= entry["score"] <= 1.0
+        assert entry["target"] == -1
+        # the hot block (6/16 of each side) upsampled: about x < 36, y < 24 of 96x64
+        assert len(entry["boxes"]) == 1
+        x1, y1, x2, y2, peak = entry["boxes"][0]
+        assert 0 <= x1 < x2 <= 96 and 0 <= y1 < y2 <= 64
+        assert (x1, y1) == (0, 0)
+        assert 30 <= x2 <= 42 and 20 <= y2 <= 28
+        assert peak == pytest.approx(1.0)
+
+
+def test_fixed_target_and_argmax_of_fixed_logits(video_97, tmp_path):
+    side = tmp_path / "o.json"
+    seen = []
+
+    class Recording(FakeBackend):
+        def __call__(self, clip, target):
+            seen.append(target)
+            return super().__call__(clip, target)
+
+    explain_video(video_97, Recording(16, 4), options(target=3), sidecar=side, progress=False)
+    data = json.loads(side.read_text())
+    assert set(seen) == {3}
+    assert data["target"] == 3
+    p = softmax(np.array([0.1, 2.0, 0.3, -1.0]))
+    assert {f["class"] for f in data["frames"]} == {1}
+    for f in data["frames"]:
+        assert f["target"] == 3
+        assert f["score"] == pytest.approx(p[1], abs=1e-5)
+
+
+# ----------------------------------------------------------------------------- 5. bad inputs
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(VideoError, match="does not exist"):
+        explain_video(
+            tmp_path / "nope.mp4",
+            FakeBackend(16, 4),
+            options(),
+            sidecar=tmp_path / "o.json",
+            progress=False,
+        )
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_text_file_renamed_mp4(tmp_path):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("this is not a video\n" * 50)
+    with pytest.raises(VideoError, match="not a video"):
+        explain_video(fake, FakeBackend(16, 4), options(), out=tmp_path / "o.mp4", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.mp4"]
+
+
+def test_empty_and_truncated_files(tmp_path, video_97):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(VideoError):
+        explain_video(empty, FakeBackend(16, 4), options(), out=tmp_path / "o.mp4", progress=False)
+    # a folder is not a video either
+    with pytest.raises(VideoError, match="folder"):
+        explain_video(
+            tmp_path, FakeBackend(16, 4), options(), out=tmp_path / "o.mp4", progress=False
+        )
+    # only the first bytes of a real MP4 (header, no decodable frame)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(video_97.read_bytes()[:48])
+    with pytest.raises(VideoError):
+        explain_video(cut, FakeBackend(16, 4), options(), out=tmp_path / "o.mp4", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4", "empty.mp4"]
+
+
+def test_video_without_frames(tmp_path):
+    """A container with a video stream but no frame at all."""
+    path = tmp_path / "noframes.mkv"
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream("ffv1", rate=30)
+    stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+    container.start_encoding()
+    container.close()
+    if not path.exists():  # this muxer writes nothing without frames: then an empty file
+        path.write_bytes(b"")
+    with pytest.raises(VideoError):
+        explain_video(
+            path,
+            FakeBackend(16, 4),
+            options(),
+            out=tmp_path / "o.mp4",
+            sidecar=tmp_path / "o.json",
+            progress=False,
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noframes.mkv"]
+
+
+def test_video_shorter_than_a_clip_is_padded_with_a_warning(tmp_path):
+    video = write_video(tmp_path / "short.mp4", 3, 96, 64)
+    warnings = []
+    backend = FakeBackend(16, 8)
+    summary = explain_video(
+        video,
+        backend,
+        options(clip_len=8, stride=4),
+        out=tmp_path / "o.mp4",
+        sidecar=tmp_path / "o.json",
+        progress=False,
+        warn=warnings.append,
+    )
+    assert len(warnings) == 1 and "pad" in warnings[0] and "3" in warnings[0]
+    assert summary.padded == 5 and summary.clips == 1 and backend.calls == 1
+    assert decode(tmp_path / "o.mp4").shape == (3, 64, 96, 3)
+    data = json.loads((tmp_path / "o.json").read_text())
+    assert [f["frame"] for f in data["frames"]] == [0, 1, 2]
+    assert [f["clips"] for f in data["frames"]] == [[0], [0], [0]]
+    assert data["clips"][0]["frames"] == 3 and data["clips"][0]["padded"] == 5
+
+
+def test_odd_size_video_is_padded_to_even_in_mp4_only(tmp_path):
+    video = write_video(tmp_path / "odd.mkv", 9, 101, 75, codec="ffv1", pix_fmt="yuv444p")
+    out, side = tmp_path / "o.mp4", tmp_path / "o.json"
+    explain_video(video, FakeBackend(16, 4), options(), out=out, sidecar=side, progress=False)
+    decoded = decode(out)
+    assert decoded.shape == (9, 76, 102, 3)  # H.264 yuv420p needs even sizes: one edge pixel
+    # the padding repeats the edge: last column/row equal their neighbours (up to loss)
+    assert np.abs(decoded[:, :, -1].astype(int) - decoded[:, :, -2]).mean() < 6
+    assert np.abs(decoded[:, -1].astype(int) - decoded[:, -2]).mean() < 6
+    data = json.loads(side.read_text())
+    assert (data["width"], data["height"]) == (101, 75)
+    assert [f["frame"] for f in data["frames"]] == list(range(9))
+    for f in data["frames"]:
+        assert len(f["boxes"]) == 1  # the hot left half
+        for x1, y1, x2, y2, _ in f["boxes"]:
+            assert 0 <= x1 < x2 <= 101 and 0 <= y1 < y2 <= 75
+
+
+def test_odd_size_video_gif_keeps_the_original_size(tmp_path):
+    """Only H.264 needs even sizes; the GIF (and JSON) describe the 101x75 frames as they are."""
+    from PIL import Image
+
+    video = write_video(tmp_path / "odd.mkv", 5, 101, 75, codec="ffv1", pix_fmt="yuv444p")
+    gif = tmp_path / "o.gif"
+    explain_video(video, FakeBackend(16, 4), options(), gif=gif, out=tmp_path / "o.mp4",
+                  progress=False)  # fmt: skip
+    with Image.open(gif) as im:
+        assert im.n_frames == 5
+        assert im.size == (101, 75)
+
+
+def test_grayscale_video_works(tmp_path):
+    video = write_video(tmp_path / "gray.mkv", 10, 64, 48, codec="ffv1", pix_fmt="gray", gray=True)
+    with av.open(str(video)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "gray"
+    backend = FakeBackend(16, 4)
+    out = tmp_path / "o.mp4"
+    summary = explain_video(video, backend, options(), out=out, progress=False)
+    assert summary.frames == 10
+    assert decode(out).shape == (10, 48, 64, 3)
+    assert set(backend.shapes) == {(1, 3, 4, 16, 16)}
+
+
+def test_output_never_overwrites_input(video_97, tmp_path):
+    before = video_97.read_bytes()
+    for kw in ({"out": video_97}, {"gif": video_97}, {"sidecar": video_97}):
+        with pytest.raises(InputError, match="input"):
+            explain_video(video_97, FakeBackend(16, 4), options(), progress=False, **kw)
+    # the same file through another spelling of the path
+    alias = video_97.parent / "." / video_97.name
+    with pytest.raises(InputError):
+        explain_video(video_97, FakeBackend(16, 4), options(), out=alias, progress=False)
+    assert video_97.read_bytes() == before
+    code = cli.main(
+        ["explain", str(video_97), "--out", str(video_97), "--size", "64", "--clip-len", "4",
+         "--quiet"]
+    )  # fmt: skip
+    assert code == 2
+    assert video_97.read_bytes() == before
+
+
+def test_nothing_to_write_and_missing_output_folder(video_97, tmp_path):
+    with pytest.raises(InputError):
+        explain_video(video_97, FakeBackend(16, 4), options(), progress=False)
+    with pytest.raises(InputError, match="folder"):
+        explain_video(
+            video_97, FakeBackend(16, 4), options(), out=tmp_path / "no" / "o.mp4", progress=False
+        )
+
+
+# ----------------------------------------------------------------------------- 6. interruption
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("backend died")])
+def test_interrupted_run_leaves_no_output(video_97, tmp_path, error):
+    backend = FakeBackend(16, 4, fail_after=10, error=error)
+    with pytest.raises(type(error)):
+        explain_video(
+            video_97,
+            backend,
+            options(),
+            out=tmp_path / "o.mp4",
+            gif=tmp_path / "o.gif",
+            sidecar=tmp_path / "o.json",
+            progress=False,
+        )
+    assert backend.calls == 10  # it did get going: frames were rendered before the failure
+    assert list(tmp_path.iterdir()) == []  # no outputs and no .part files
+
+
+def test_failure_keeps_an_existing_output_intact(video_97, tmp_path):
+    out = tmp_path / "o.mp4"
+    out.write_bytes(b"previous result")
+    with pytest.raises(RuntimeError):
+        explain_video(
+            video_97,
+            FakeBackend(16, 4, fail_after=5, error=RuntimeError("x")),
+            options(),
+            out=out,
+            progress=False,
+        )
+    assert out.read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]
+
+
+# ----------------------------------------------------------------------------- 7. uint8 artifact
+
+
+@pytest.fixture(scope="module")
+def uint8_artifact(tmp_path_factory):
+    torch.manual_seed(0)
+    model = models.build("x3d_xs", num_classes=5, clip_len=4, size=64)
+    eager = gv.GradCAM(model, "blocks.4")
+    wrapped = UInt8Input(eager, mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
+    example = torch.randint(0, 256, (2, 4, 64, 64, 3), dtype=torch.uint8)
+    path = gv.export(wrapped, example, tmp_path_factory.mktemp("art") / "u8.onnx")
+    return path, eager
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_uint8_artifact_matches_eager_float(uint8_artifact, batch):
+    path, eager = uint8_artifact
+    runtime = gradvis_runtime.load(path)
+    rng = np.random.default_rng(batch)
+    frames = rng.integers(0, 256, (batch, 4, 64, 64, 3), dtype=np.uint8)
+    x = (torch.from_numpy(frames).float() / 255.0 - 0.45) / 0.225
+    x = x.permute(0, 4, 1, 2, 3).contiguous()  # (B, 3, T, H, W)
+    # random weights: Grad-CAM of some classes is all zero (ReLU); explain a class whose map
+    # is not, so the comparison means something (and -1 = argmax for the second sample)
+    peaks = torch.stack(
+        [eager(x, torch.full((batch,), c)).heatmap.amax(dim=(1, 2, 3)) for c in range(5)]
+    )
+    target = peaks.argmax(dim=0).numpy().astype(np.int64)
+    if batch > 1:
+        target[1] = -1
+    got = runtime.run(frames, target=target)
+    want = eager(x, torch.from_numpy(target))
+    want_heat = want.heatmap.detach().numpy()
+    assert got["heatmap"].shape == want_heat.shape == (batch, 4, 64, 64)
+    np.testing.assert_allclose(got["heatmap"], want_heat, atol=1e-4)
+    np.testing.assert_allclose(got["logits"], want.logits.detach().numpy(), atol=1e-4)
+    assert float(want_heat[0].max()) > 0  # not trivially zero
+    # float frames are refused by a uint8 artifact
+    with pytest.raises(ValueError):
+        runtime.run(frames.astype(np.float32), target=target)
+
+
+# ----------------------------------------------------------------------------- 8. CLI
+
+
+def test_cli_explain_real_model(tmp_path, capsys):
+    video = write_video(tmp_path / "in.mp4", 20, 96, 64)
+    out = tmp_path / "o.mp4"
+    code = cli.main(
+        [
+            "explain", str(video), "--model", "x3d_xs", "--size", "64", "--clip-len", "4",
+            "--stride", "2", "--num-classes", "7", "--out", str(out), "--boxes", "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert decode(out).shape == (20, 64, 96, 3)
+    data = json.loads(out.with_suffix(".json").read_text())  # default sidecar: OUT.json
+    assert data["method"] == "gradcam" and data["model"] == "x3d_xs"
+    assert [f["frame"] for f in data["frames"]] == list(range(20))
+    assert [c["start"] for c in data["clips"]] == [s for s, _ in expected_windows(20, 4, 2)]
+    for f in data["frames"]:
+        assert 0 <= f["class"] < 7 and 0 <= f["score"] <= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "o.json", "o.mp4"]
+
+
+def test_cli_explain_with_uint8_artifact_and_panel(uint8_artifact, tmp_path, capsys):
+    path, _ = uint8_artifact
+    video = write_video(tmp_path / "in.mp4", 8, 64, 48)
+    out = tmp_path / "o.mp4"
+    code = cli.main(
+        ["explain", str(video), "--artifact", str(path), "--out", str(out), "--panel", "--quiet"]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert decode(out).shape == (8, 48, 128, 3)  # frame | overlay
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["clip_len"] == 4 and data["size"] == 64  # taken from the artifact
+    assert data["artifact"] == str(path)
+
+
+def test_cli_info(uint8_artifact, capsys):
+    path, _ = uint8_artifact
+    assert cli.main(["info", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "gradcam" in text.lower()
+    assert "input   input: uint8 ('B', 4, 64, 64, 3)" in text
+    assert "input   target" in text
+    assert "output  logits" in text and "output  heatmap" in text
+    assert cli.main(["info", str(path), "--json"]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["input_specs"]["input"]["dtype"] == "uint8"
+    assert meta["input_shape"] == ["B", 4, 64, 64, 3]
+    assert meta["backend"] == "onnxruntime"
+
+
+def test_cli_unknown_model_names_closest(video_97, tmp_path, capsys):
+    code = cli.main(
+        ["explain", str(video_97), "--model", "x3d_xss", "--out", str(tmp_path / "o.mp4")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gradvis: error: ")
+    assert "x3d_xss" in lines[0] and "did you mean" in lines[0] and "x3d_xs" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_artifact_shape_mismatch(uint8_artifact, video_97, tmp_path, capsys):
+    path, _ = uint8_artifact
+    for extra in (["--clip-len", "8"], ["--size", "96"]):
+        code = cli.main(
+            ["explain", str(video_97), "--artifact", str(path), "--out", str(tmp_path / "o.mp4"),
+             "--quiet", *extra]
+        )  # fmt: skip
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2
+        assert len(err) == 1 and err[0].startswith("gradvis: error: ") and "artifact" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_bad_video_is_one_line_exit_2(tmp_path, capsys):
+    fake = tmp_path / "x.mp4"
+    fake.write_text("hello")
+    for video in (fake, tmp_path / "missing.mp4"):
+        code = cli.main(["explain", str(video), "--size", "64", "--clip-len", "4", "--quiet"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2
+        assert len(err) == 1 and err[0].startswith("gradvis: error: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"]
