@@ -284,10 +284,10 @@ def build_variants(
     """Export, load and wrap every variant of `case`.  Export failures go to `errors`;
     explainer artifacts that failed only gv.export's comparison with eager are re-exported
     unchecked, timed, and listed in `check_failed`."""
-    import gradvis_runtime
     from captum.attr import GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam
 
     import gradvis_export as gv
+    import gradvis_runtime
 
     model, x, threads = case.model, case.x, args.threads
     x_np = x.numpy().copy()
@@ -635,9 +635,8 @@ def code_under_test() -> dict[str, str]:
     (imported here, once, so a checkout edited during the run does not mix versions)."""
     import subprocess
 
-    import gradvis_runtime
-
     import gradvis_export
+    import gradvis_runtime
 
     root = Path(gradvis_export.__file__).resolve().parent.parent
     try:
