@@ -1,19 +1,32 @@
-"""Latency of exported explainers vs. plain inference and vs. captum (CPU, batch 1).
+"""Latency of exported explainers vs. plain inference and vs. eager libraries (CPU, batch 1).
 
-For each model this exports the bare model (ONNX via ``torch.onnx.export(dynamo=True)``,
-TorchScript via ``torch.jit.trace``) and the three gradvis explainers (Grad-CAM, guided
-backprop, guided Grad-CAM; ONNX and TorchScript via ``gv.export``), loads the explainer
-artifacts through ``gradvis_runtime.load``, builds captum's eager equivalents, and times
-all variants side by side in one process:
+Two suites per model, each timed side by side in one process:
+
+* ``captum``: the bare model (ONNX via ``torch.onnx.export(dynamo=True)``, TorchScript via
+  ``torch.jit.trace``) and three gradvis explainers (Grad-CAM, guided backprop, guided
+  Grad-CAM; ONNX and TorchScript via ``gv.export``) against captum's eager equivalents.
+* ``cam``: the CAM family (Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, Grad-CAM element-wise,
+  LayerCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM) exported to ONNX and run on
+  onnxruntime, against the bare model on onnxruntime and against pytorch-grad-cam's eager
+  classes on the same input, target layer and explicit class target.
+
+Explainer artifacts are loaded through ``gradvis_runtime.load``.  Timing:
 
 * every variant gets ``--warmup`` untimed calls first;
 * then ``repeats`` rounds; in each round every variant is called once (round-robin), so
   machine noise hits all variants alike.  Within a round the variants are grouped by
   runtime (onnxruntime, TorchScript, eager) so the thread pools of the two libraries hand
   over only twice per round; the order inside a group rotates from round to round.
+* CAM suite, slow variants (ours ScoreCAM: ceil(K / chunk_size) batched forwards, K forwards in
+  all; pytorch-grad-cam's ScoreCAM and AblationCAM: K full forwards in batches of 16 / 32) take
+  from seconds to minutes per call: they are timed apart, after the others, with
+  ``--slow-repeats`` round-robin rounds (default 1) and no warm-up call for the eager ones (an
+  eager call has nothing to build; its first batched forward warms torch within the call), one
+  for onnxruntime (the session's first run sizes its memory arena).  ``--skip-slow`` leaves them
+  out.
 
 The reported number is the median wall time of one call, in milliseconds.  Ratios:
-explainer / plain inference on the same runtime, and captum eager / exported explainer
+explainer / plain inference on the same runtime, and eager library / exported explainer
 (ratio of the medians, which the PASS/MISS verdicts use, and the median of the per-round
 ratios, "paired").
 
@@ -28,9 +41,20 @@ Setup notes:
   with ``check=False`` and timed anyway, marked ``*`` (``--strict`` skips it instead).
 * captum's GuidedBackprop hooks nn.ReLU modules only: fine for ResNet-50, and for X3D it
   matches gradvis ``activations="relu"`` (X3D's Swish/Sigmoid are guided by neither).
+* pytorch-grad-cam runs with its defaults (ScoreCAM ``batch_size`` 16, AblationCAM
+  ``batch_size`` 32, no smoothing); each of its CAM objects gets its own copy of the model,
+  since it leaves forward hooks on the target layer that would otherwise fire in every other
+  variant's forward.  Its progress bars are off (``TQDM_DISABLE=1``).
+* Our ScoreCAM / AblationCAM use the model's ``chunk_size`` (channels per batched forward,
+  ``ModelCase.chunk_sizes``).  ScoreCAM is exported with ``check=False`` (marked +): the guard
+  would run eager ScoreCAM, K forwards per sample, at batches 3 and 1 (~6 minutes for either
+  model here, on top of the eager batch-2 call gv.export makes before tracing); the tests cover
+  those artifacts.  The "agree" columns compare our heatmap with pytorch-grad-cam's on the
+  benchmark input (Pearson r, max abs difference; both maps in [0, 1]).
 
-    python benchmarks/latency.py                        # both models, full repeats
+    python benchmarks/latency.py                        # both models, both suites
     python benchmarks/latency.py --models resnet50 --quick
+    python benchmarks/latency.py --suite cam --methods gradcam,scorecam --slow-repeats 2
     python benchmarks/latency.py --keep /tmp/gv-art --reuse --json out.json
 
 Progress goes to stderr; the table goes to stdout.
@@ -59,6 +83,8 @@ from pathlib import Path
 # of ~0.1 s here).  Threads that sleep when idle give compute-bound numbers.  Set before torch
 # loads OpenMP; an OMP_WAIT_POLICY already in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# pytorch-grad-cam's ScoreCAM / AblationCAM draw tqdm progress bars (read when tqdm loads).
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -88,6 +114,46 @@ CAPTUM_LABELS = {
 TARGET_VS_PLAIN = {"gradcam": 1.10, "guided_backprop": 2.5, "guided_gradcam": 2.7}
 #: min allowed (captum eager latency / exported explainer latency)
 TARGET_VS_CAPTUM = 2.0
+SUITES = ("captum", "cam")
+
+
+@dataclass(frozen=True)
+class CamMethod:
+    name: str  # key (--methods, artifact names)
+    gv_class: str  # gradvis_export class
+    pgc_class: str  # pytorch_grad_cam class
+    label: str
+    gradient: bool  # a "gradient method": held to CAM_TARGET_VS_PLAIN
+    chunked: bool = False  # takes chunk_size (ScoreCAM, AblationCAM)
+
+
+CAM_METHODS = {
+    m.name: m
+    for m in (
+        CamMethod("gradcam", "GradCAM", "GradCAM", "Grad-CAM", True),
+        CamMethod("gradcampp", "GradCAMPlusPlus", "GradCAMPlusPlus", "Grad-CAM++", True),
+        CamMethod("xgradcam", "XGradCAM", "XGradCAM", "XGrad-CAM", True),
+        CamMethod("hirescam", "HiResCAM", "HiResCAM", "HiResCAM", True),
+        CamMethod(
+            "gradcam_elementwise",
+            "GradCAMElementWise",
+            "GradCAMElementWise",
+            "Grad-CAM element-wise",
+            True,
+        ),
+        CamMethod("layercam", "LayerCAM", "LayerCAM", "LayerCAM", True),
+        CamMethod("eigencam", "EigenCAM", "EigenCAM", "EigenCAM", False),
+        CamMethod("eigengradcam", "EigenGradCAM", "EigenGradCAM", "EigenGradCAM", True),
+        CamMethod("scorecam", "ScoreCAM", "ScoreCAM", "ScoreCAM", False, chunked=True),
+        CamMethod("ablationcam", "AblationCAM", "AblationCAM", "AblationCAM", False, chunked=True),
+    )
+}
+#: gradient CAM method / plain inference on onnxruntime: at most
+CAM_TARGET_VS_PLAIN = 1.15
+#: pytorch-grad-cam eager / our onnxruntime artifact: at least (every method)
+CAM_TARGET_VS_PGC = 3.0
+#: (runtime, method) of the CAM suite timed apart with --slow-repeats rounds: K full forwards
+SLOW_CAM = {("onnxruntime", "scorecam"), ("eager", "scorecam"), ("eager", "ablationcam")}
 RUNTIMES = ("onnxruntime", "torchscript", "eager")
 SEED = 0
 
@@ -117,6 +183,10 @@ class ModelCase:
     target_layer: str
     interpolate_mode: str
     note: str = ""
+    #: chunk_size of our ScoreCAM / AblationCAM (channels per batched forward)
+    chunk_sizes: dict[str, int] = field(default_factory=dict)
+    #: CAM methods exported with check=False (the export guard would cost minutes)
+    unchecked_cam: tuple[str, ...] = ()
 
 
 def build_resnet50() -> ModelCase:
@@ -125,7 +195,19 @@ def build_resnet50() -> ModelCase:
     torch.manual_seed(SEED)
     model = torchvision.models.resnet50(weights=None).eval()
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(SEED))
-    return ModelCase("resnet50", "ResNet-50 (1x3x224x224)", model, x, "layer4", "bilinear")
+    # layer4 has K = 2048 channels.  ScoreCAM: 16 batched forwards of 128 masked inputs.
+    # AblationCAM: the output depends on x only through layer4, so each chunk of 512 ablated
+    # copies of layer4's output runs only avgpool + fc.
+    return ModelCase(
+        "resnet50",
+        "ResNet-50 (1x3x224x224)",
+        model,
+        x,
+        "layer4",
+        "bilinear",
+        chunk_sizes={"scorecam": 128, "ablationcam": 512},
+        unchecked_cam=("scorecam",),
+    )
 
 
 def build_x3d_s() -> ModelCase:
@@ -158,7 +240,19 @@ def build_x3d_s() -> ModelCase:
         "modules compute x * sigmoid(x) directly: torch.jit.trace cannot record the "
         "Python autograd Function SwishFunction."
     )
-    return ModelCase("x3d_s", "X3D-S (1x3x13x160x160)", model, x, "blocks.4", "trilinear", note)
+    # blocks.4 has K = 192 channels: ScoreCAM in 3 batched forwards of 64, AblationCAM in one
+    # chunk of 192 ablated copies of blocks.4's output through the head (blocks.5).
+    return ModelCase(
+        "x3d_s",
+        "X3D-S (1x3x13x160x160)",
+        model,
+        x,
+        "blocks.4",
+        "trilinear",
+        note,
+        chunk_sizes={"scorecam": 64, "ablationcam": 192},
+        unchecked_cam=("scorecam",),
+    )
 
 
 BUILDERS: dict[str, Callable[[], ModelCase]] = {
@@ -172,11 +266,19 @@ BUILDERS: dict[str, Callable[[], ModelCase]] = {
 # ----------------------------------------------------------------------------------------
 @dataclass
 class Variant:
-    method: str  # "plain" or one of EXPLAINERS
+    method: str  # "plain" or one of EXPLAINERS / CAM_METHODS
     runtime: str  # one of RUNTIMES
     label: str
     call: Callable[[], object]
     samples: list[float] = field(default_factory=list)
+    #: timed apart with --slow-repeats rounds (CAM suite: K full forwards per call)
+    slow: bool = False
+    #: warm-up calls, when not --warmup
+    warmup: int | None = None
+    #: what the last call returned
+    last: object = None
+    #: wall times of the warm-up calls of a slow variant
+    warmup_ms: list[float] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -274,69 +376,126 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def build_variants(
-    case: ModelCase,
-    workdir: Path,
-    args: argparse.Namespace,
-    errors: dict[str, str],
-    check_failed: dict[str, str],
-) -> tuple[list[Variant], dict[str, float]]:
-    """Export, load and wrap every variant of `case`.  Export failures go to `errors`;
-    explainer artifacts that failed only gv.export's comparison with eager are re-exported
-    unchecked, timed, and listed in `check_failed`."""
-    from captum.attr import GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam
+@dataclass
+class Exports:
+    """Where one model's artifacts go, and what exporting them gave (per suite)."""
 
-    import gradvis_export as gv
-    import gradvis_runtime
+    case: ModelCase
+    workdir: Path
+    args: argparse.Namespace
+    errors: dict[str, str] = field(default_factory=dict)
+    check_failed: dict[str, str] = field(default_factory=dict)
+    #: exported with check=False on purpose (not a failed check)
+    unchecked: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
-    model, x, threads = case.model, case.x, args.threads
-    x_np = x.numpy().copy()
-    with torch.inference_mode():
-        logits = model(x)
-    target = int(logits.argmax(dim=1)[0])
-    t_np = np.array([target], dtype=np.int64)
-    export_seconds: dict[str, float] = {}
-    variants: list[Variant] = []
+    def path(self, stem: str, suffix: str) -> Path:
+        return self.workdir / f"{self.case.name}_{stem}{suffix}"
 
-    def artifact(method: str, suffix: str) -> Path:
-        return workdir / f"{case.name}_{method}{suffix}"
-
-    def produce(key: str, path: Path, make: Callable[[Path], None]) -> bool:
+    def produce(self, key: str, path: Path, make: Callable[[Path], None]) -> bool:
         """Run make(tmp) and move tmp to `path` once it succeeded (so --reuse only ever
-        finds complete artifacts); a failure is recorded in `errors`."""
-        if args.reuse and path.is_file():
-            log(f"{case.name}: reusing {path}")
+        finds complete artifacts); a failure is recorded in `errors`.  An artifact written
+        earlier in this run (by the other suite) is reused even without --reuse."""
+        name = self.case.name
+        if path.is_file() and (self.args.reuse or path in PRODUCED):
+            log(f"{name}: reusing {path}")
             return True
-        log(f"{case.name}: exporting {key} -> {path.name} ...")
+        log(f"{name}: exporting {key} -> {path.name} ...")
         start = time.perf_counter()
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
         try:
             make(tmp)
             os.replace(tmp, path)
         except Exception as error:  # report and go on with the other variants
-            errors[key] = describe(error)
+            self.errors[key] = describe(error)
             log(
-                f"{case.name}: export {key} FAILED after "
+                f"{name}: export {key} FAILED after "
                 f"{time.perf_counter() - start:.1f}s: {describe(error)}"
             )
-            if args.verbose:
+            if self.args.verbose:
                 traceback.print_exc()
             return False
         finally:
             tmp.unlink(missing_ok=True)
-        export_seconds[key] = time.perf_counter() - start
-        log(f"{case.name}: exported {key} in {export_seconds[key]:.1f}s")
+        PRODUCED.add(path)
+        self.seconds[key] = time.perf_counter() - start
+        log(f"{name}: exported {key} in {self.seconds[key]:.1f}s")
         return True
 
-    # --- plain inference baselines -----------------------------------------------------
-    path = artifact("plain", ".onnx")
-    if produce("onnxruntime/plain", path, lambda p: export_plain_onnx(model, x, p)):
-        session = onnx_session(path, threads)
-        got = session.run(None, {"input": x_np})[0]
-        if not np.allclose(
-            got, logits.numpy(), rtol=1e-3, atol=1e-3 * float(np.abs(logits.numpy()).max())
+    def explainer(self, key: str, stem: str, suffix: str, explainer, check: bool = True):
+        """gv.export(explainer) to <model>_<stem><suffix>; the path, or None on failure.
+
+        An artifact that fails only gv.export's comparison with eager is re-exported with
+        check=False to <stem>.unchecked<suffix> and listed in `check_failed` (unless --strict);
+        it is kept apart, so it is never reused as a checked one."""
+        import gradvis_export as gv
+
+        x, args = self.case.x, self.args
+
+        def make(p: Path, check: bool = check and not args.no_check) -> None:
+            with quiet():
+                gv.export(explainer, x, p, check=check)
+
+        path = self.path(stem, suffix)
+        path_u = self.path(stem, ".unchecked" + suffix)
+        if args.reuse and not path.is_file() and path_u.is_file():
+            self.check_failed[key] = (
+                "export check failed in an earlier run (unchecked artifact reused)"
+            )
+            log(f"{self.case.name}: reusing {path_u} (export check failed earlier)")
+            return path_u
+        if self.produce(key, path, make):
+            return path
+        # the artifact was written but differs from eager: time it anyway (marked *), unless
+        # --strict; any other failure leaves the row empty
+        if args.strict or "differs from eager" not in self.errors.get(key, ""):
+            return None
+        self.check_failed[key] = self.errors.pop(key)
+        log(f"{self.case.name}: timing {key} exported with check=False instead (marked *)")
+        if not self.produce(key, path_u, lambda p: make(p, check=False)):
+            return None
+        return path_u
+
+    def plain_onnx(self, logits: torch.Tensor):
+        """The bare model's onnxruntime session (checked against eager logits), or None."""
+        case = self.case
+        path = self.path("plain", ".onnx")
+        if not self.produce(
+            "onnxruntime/plain", path, lambda p: export_plain_onnx(case.model, case.x, p)
         ):
+            return None
+        session = onnx_session(path, self.args.threads)
+        got = session.run(None, {"input": case.x.numpy()})[0]
+        want = logits.numpy()
+        if not np.allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max())):
             log(f"{case.name}: WARNING plain ONNX logits differ from eager")
+        return session
+
+
+#: artifacts written in this run (a second suite reuses them without --reuse)
+PRODUCED: set[Path] = set()
+
+
+def build_variants(ex: Exports) -> list[Variant]:
+    """Export, load and wrap every variant of the captum suite.  Export failures go to
+    `ex.errors`; explainer artifacts that failed only gv.export's comparison with eager are
+    re-exported unchecked, timed, and listed in `ex.check_failed`."""
+    from captum.attr import GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam
+
+    import gradvis_runtime
+
+    case, args = ex.case, ex.args
+    model, x, threads = case.model, case.x, args.threads
+    x_np = x.numpy().copy()
+    with torch.inference_mode():
+        logits = model(x)
+    target = int(logits.argmax(dim=1)[0])
+    t_np = np.array([target], dtype=np.int64)
+    variants: list[Variant] = []
+
+    # --- plain inference baselines -----------------------------------------------------
+    session = ex.plain_onnx(logits)
+    if session is not None:
         variants.append(
             Variant(
                 "plain",
@@ -346,8 +505,8 @@ def build_variants(
             )
         )
 
-    path_ts = artifact("plain", ".pt")
-    if produce("torchscript/plain", path_ts, lambda p: export_plain_torchscript(model, x, p)):
+    path_ts = ex.path("plain", ".pt")
+    if ex.produce("torchscript/plain", path_ts, lambda p: export_plain_torchscript(model, x, p)):
         with quiet():
             module = torch.jit.load(str(path_ts))
 
@@ -361,31 +520,10 @@ def build_variants(
     for method in EXPLAINERS:
         for runtime, suffix in (("onnxruntime", ".onnx"), ("torchscript", ".pt")):
             key = f"{runtime}/{method}"
-            path_e = artifact(method, suffix)
             explainer = make_explainer(method, model, case.target_layer)
-
-            def make(p: Path, e=explainer, check: bool = not args.no_check) -> None:
-                with quiet():
-                    gv.export(e, x, p, check=check)
-
-            # an artifact that failed gv.export's check is kept apart (never reused as checked)
-            path_u = artifact(method, ".unchecked" + suffix)
-            if args.reuse and not path_e.is_file() and path_u.is_file():
-                check_failed[key] = (
-                    "export check failed in an earlier run (unchecked artifact reused)"
-                )
-                log(f"{case.name}: reusing {path_u} (export check failed earlier)")
-                path_e = path_u
-            elif not produce(key, path_e, make):
-                # the artifact was written but differs from eager: time it anyway (marked *),
-                # unless --strict; any other failure leaves the row empty
-                if args.strict or "differs from eager" not in errors.get(key, ""):
-                    continue
-                check_failed[key] = errors.pop(key)
-                log(f"{case.name}: timing {key} exported with check=False instead (marked *)")
-                if not produce(key, path_u, lambda p, make=make: make(p, check=False)):
-                    continue
-                path_e = path_u
+            path_e = ex.explainer(key, method, suffix, explainer)
+            if path_e is None:
+                continue
             providers = ["CPUExecutionProvider"] if runtime == "onnxruntime" else None
             with quiet():
                 rt = gradvis_runtime.load(path_e, threads=threads, providers=providers)
@@ -440,7 +578,152 @@ def build_variants(
         if out.numel() == 0 or not torch.isfinite(out).all():
             log(f"{case.name}: WARNING captum {method} returned an empty/non-finite map")
         variants.append(Variant(method, "eager", "captum " + CAPTUM_LABELS[method], fn))
-    return variants, export_seconds
+    return variants
+
+
+def layer_channels(model: nn.Module, layer_name: str, x: torch.Tensor) -> int:
+    """K: the number of channels the target layer outputs."""
+    shapes = []
+    handle = dict(model.named_modules())[layer_name].register_forward_hook(
+        lambda module, args, out: shapes.append(tuple(out.shape))
+    )
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        handle.remove()
+    return shapes[0][1]
+
+
+def build_cam_variants(ex: Exports, methods: list[str]) -> tuple[list[Variant], dict[str, str]]:
+    """The CAM suite: plain inference and our artifacts on onnxruntime, plain inference and
+    pytorch-grad-cam eager; and what each chunked method computes (for the report).
+
+    pytorch-grad-cam variants that raise on the benchmark input go to `ex.errors` as
+    "pytorch-grad-cam cannot run" (slow ones are tried in their first timed call)."""
+    import copy
+
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    import gradvis_export as gv
+    import gradvis_runtime
+
+    case, args = ex.case, ex.args
+    model, x, threads = case.model, case.x, args.threads
+    x_np = x.numpy().copy()
+    with torch.inference_mode():
+        logits = model(x)
+    target = int(logits.argmax(dim=1)[0])
+    t_np = np.array([target], dtype=np.int64)
+    channels = layer_channels(model, case.target_layer, x)
+    variants: list[Variant] = []
+    work: dict[str, str] = {}
+
+    session = ex.plain_onnx(logits)
+    if session is not None:
+        variants.append(
+            Variant(
+                "plain",
+                "onnxruntime",
+                LABELS["plain"],
+                lambda s=session: s.run(None, {"input": x_np}),
+            )
+        )
+
+    # --- our artifacts on onnxruntime ----------------------------------------------------
+    for name in methods:
+        method = CAM_METHODS[name]
+        key = f"onnxruntime/{name}"
+        slow = ("onnxruntime", name) in SLOW_CAM
+        if slow and args.skip_slow:
+            ex.errors[key] = "skipped (--skip-slow)"
+            continue
+        kwargs = {}
+        stem = "gradcam" if name == "gradcam" else f"cam_{name}"  # the captum suite's Grad-CAM
+        if method.chunked:
+            kwargs["chunk_size"] = chunk = case.chunk_sizes.get(name, 32)
+            stem += f"_c{chunk}"
+        explainer = getattr(gv, method.gv_class)(
+            model, case.target_layer, normalize=True, target=None, **kwargs
+        )
+        if method.chunked:
+            n = -(-channels // chunk)
+            batches = f"{n} batched {'forward' if name == 'scorecam' else 'pass'}" + (
+                ("s" if name == "scorecam" else "es") if n > 1 else ""
+            )
+        if name == "scorecam":
+            work[name] = f"{channels} masked forwards of the whole model, in {batches} of {chunk}"
+        elif name == "ablationcam":
+            suffix = explainer.only_through_layer(x, 0)
+            what = (
+                f"the part after {case.target_layer!r} only (the output depends on x only "
+                "through it)"
+                if suffix
+                else "the whole model"
+            )
+            work[name] = (
+                f"{channels} ablations of {case.target_layer!r}, in {batches} of {chunk} through {what}"
+            )
+        check = name not in case.unchecked_cam
+        path = ex.explainer(key, stem, ".onnx", explainer, check=check)
+        if path is None:
+            continue
+        if not check:
+            ex.unchecked[key] = (
+                "exported with check=False: gv.export's guard would run eager "
+                f"{method.gv_class} at batches 3 and 1"
+            )
+        with quiet():
+            rt = gradvis_runtime.load(path, threads=threads, providers=["CPUExecutionProvider"])
+        variant = Variant(
+            name, "onnxruntime", method.label, lambda r=rt: r.run(x_np, t_np), slow=slow
+        )
+        if slow:
+            variant.warmup = 1  # the session's first run sizes its arena for the chunk batch
+        else:
+            variant.last = variant.call()
+            heat = variant.last.get("heatmap")
+            if heat is None or not np.isfinite(heat).all():
+                log(f"{case.name}: WARNING {key} heatmap missing or not finite")
+        variants.append(variant)
+
+    # --- eager: torch plain and pytorch-grad-cam -------------------------------------------
+    def run_eager_plain():
+        with torch.inference_mode():
+            return model(x)
+
+    variants.append(Variant("plain", "eager", CAPTUM_LABELS["plain"], run_eager_plain))
+    targets = [ClassifierOutputTarget(target)]
+    for name in methods:
+        method = CAM_METHODS[name]
+        key = f"eager/{name}"
+        slow = ("eager", name) in SLOW_CAM
+        if slow and args.skip_slow:
+            ex.errors[key] = "skipped (--skip-slow)"
+            continue
+        # its own model copy: pytorch-grad-cam leaves hooks on the target layer
+        own = copy.deepcopy(model).eval()
+        layer = dict(own.named_modules())[case.target_layer]
+        cam = getattr(pytorch_grad_cam, method.pgc_class)(model=own, target_layers=[layer])
+
+        def run_pgc(cam=cam):
+            return cam(input_tensor=x, targets=targets)
+
+        variant = Variant(name, "eager", "pgc " + method.pgc_class, run_pgc, slow=slow)
+        if slow:
+            variant.warmup = 0  # the first timed call tells whether it runs at all
+        else:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    variant.last = run_pgc()
+            except Exception as error:
+                ex.errors[key] = f"pytorch-grad-cam cannot run: {describe(error)}"
+                log(f"{case.name}: {key}: {ex.errors[key]}")
+                continue
+        variants.append(variant)
+    return variants, work
 
 
 # ----------------------------------------------------------------------------------------
@@ -451,8 +734,8 @@ def measure(variants: list[Variant], repeats: int, warmup: int, name: str) -> No
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for v in variants:
-            for _ in range(warmup):
-                v.call()
+            for _ in range(warmup if v.warmup is None else v.warmup):
+                v.last = v.call()
         groups = [[v for v in variants if v.runtime == rt] for rt in RUNTIMES]
         groups = [g for g in groups if g]
         for r in range(repeats):
@@ -463,12 +746,57 @@ def measure(variants: list[Variant], repeats: int, warmup: int, name: str) -> No
                     shift = r % len(group)
                     for v in group[shift:] + group[:shift]:
                         start = time.perf_counter()
-                        v.call()
+                        out = v.call()
                         v.samples.append((time.perf_counter() - start) * 1e3)
+                        v.last = out
             finally:
                 gc.enable()
             if (r + 1) % max(1, repeats // 5) == 0 or r + 1 == repeats:
                 log(f"{name}: round {r + 1}/{repeats}")
+
+
+def measure_slow(
+    variants: list[Variant], repeats: int, name: str, errors: dict[str, str]
+) -> list[Variant]:
+    """Time the slow variants: each one's own warm-up, then `repeats` round-robin rounds
+    (onnxruntime first, the order rotating inside each runtime).  A variant whose call raises
+    is dropped and its error recorded; returns the variants that ran."""
+    alive = list(variants)
+
+    def attempt(v: Variant, timed: bool) -> None:
+        start = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = v.call()
+        except Exception as error:
+            who = "pytorch-grad-cam cannot run" if v.runtime == "eager" else "the run failed"
+            errors[v.key] = f"{who}: {describe(error)}"
+            log(f"{name}: {v.key}: {errors[v.key]}")
+            alive.remove(v)
+            return
+        seconds = time.perf_counter() - start
+        v.last = out
+        (v.samples if timed else v.warmup_ms).append(seconds * 1e3)
+        log(f"{name}: {v.key} {'timed' if timed else 'warm-up'} call {seconds:.1f}s")
+
+    if not variants:
+        return []
+    log(f"{name}: slow variants: {', '.join(v.key for v in variants)} ({repeats} round(s))")
+    for v in variants:
+        for _ in range(v.warmup or 0):
+            if v in alive:
+                attempt(v, timed=False)
+    for r in range(repeats):
+        for rt in RUNTIMES:
+            group = [v for v in alive if v.runtime == rt]
+            if not group:
+                continue
+            shift = r % len(group)
+            for v in group[shift:] + group[:shift]:
+                gc.collect()
+                attempt(v, timed=True)
+    return alive
 
 
 def stats(samples: list[float]) -> dict[str, float]:
@@ -630,6 +958,206 @@ def model_report(
     return lines, data
 
 
+def agreement(ours: object, theirs: object) -> tuple[float, float] | None:
+    """Pearson r and max abs difference of our heatmap and pytorch-grad-cam's."""
+    if not isinstance(ours, dict) or "heatmap" not in ours or theirs is None:
+        return None
+    a = np.asarray(ours["heatmap"], dtype=np.float64)
+    b = np.asarray(theirs, dtype=np.float64)
+    if a.shape != b.shape or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return None
+    if a.std() == 0 or b.std() == 0:
+        r = float("nan")
+    else:
+        r = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    return r, float(np.abs(a - b).max())
+
+
+def cam_report(
+    case: ModelCase,
+    variants: list[Variant],
+    ex: Exports,
+    methods: list[str],
+    work: dict[str, str],
+    rounds: tuple[int, int, int],
+) -> tuple[list[str], dict]:
+    """The CAM suite's table, targets and notes; `rounds` = (repeats, warm-up, slow repeats)."""
+    repeats, warmup, slow_repeats = rounds
+    by_key = {v.key: v for v in variants if v.samples}
+    last = {v.key: v.last for v in variants}
+    med = {k: stats(v.samples)["median_ms"] for k, v in by_key.items()}
+    errors = ex.errors
+
+    def mark(key: str) -> str:
+        marks = "*" if key in ex.check_failed else ""
+        marks += "+" if key in ex.unchecked else ""
+        variant = by_key.get(key)
+        return marks + (" (s)" if variant is not None and variant.slow else "")
+
+    lines = [
+        f"== {case.title}, target layer {case.target_layer!r}: CAM family, "
+        "onnxruntime artifact vs pytorch-grad-cam (eager) ==",
+        f"{repeats} round-robin rounds, {warmup} warm-up call(s) per variant; slow variants "
+        f"(s): {slow_repeats} round(s), 1 warm-up call for onnxruntime, none for eager; "
+        f"{ex.args.threads} threads, batch 1",
+    ]
+    header = (
+        f"{'method':<26} {'ours ms':>9} {'p25-p75':>13} {'x plain':>8}  "
+        f"{'pgc ms':>9} {'p25-p75':>13} {'x plain':>8}  {'pgc/ours':>8} {'paired':>7}  "
+        f"{'agree r':>7} {'max|d|':>7}"
+    )
+    lines += [header, "-" * len(header)]
+
+    def cell(key: str) -> tuple[str, str, str]:
+        if key not in by_key:
+            return f"{'--':>9}", f"{'':>13}", f"{'':>8}"
+        s = stats(by_key[key].samples)
+        base = med.get(f"{key.split('/')[0]}/plain")
+        spread = f"{s['p25_ms']:.1f}-{s['p75_ms']:.1f}" if s["n"] > 1 else f"n={s['n']}"
+        ratio = f"{s['median_ms'] / base:7.2f}x" if base else f"{'--':>8}"
+        return f"{s['median_ms']:9.1f}", f"{spread:>13}", ratio
+
+    table = []
+    for name in ("plain", *methods):
+        ours, theirs = f"onnxruntime/{name}", f"eager/{name}"
+        label = LABELS["plain"] if name == "plain" else CAM_METHODS[name].label
+        label += mark(ours) or mark(theirs)
+        a, b = cell(ours), cell(theirs)
+        row = {"method": name, "label": label}
+        if ours in by_key and theirs in by_key:
+            speedup = med[theirs] / med[ours]
+            paired = paired_ratio(by_key[theirs], by_key[ours])
+            ratio = f"{speedup:7.2f}x {paired:6.2f}x"
+            row.update(pgc_over_ours=speedup, paired=paired)
+        else:
+            ratio = f"{'--':>8} {'':>7}"
+        agree = agreement(last.get(ours), last.get(theirs)) if name != "plain" else None
+        close = f"{agree[0]:7.4f} {agree[1]:7.4f}" if agree else ""
+        if agree:
+            row.update(agree_r=agree[0], agree_max_abs_diff=agree[1])
+        lines.append(f"{label:<26} {a[0]} {a[1]} {a[2]}  {b[0]} {b[1]} {b[2]}  {ratio}  {close}")
+        table.append(row)
+    lines.append(
+        "(ours: onnxruntime, x plain = / the bare model on onnxruntime; pgc: pytorch-grad-cam "
+        "eager, x plain = / eager torch inference; plain row: eager / onnxruntime)"
+    )
+
+    lines += ["", "targets (ratio of medians; paired = median of per-round ratios):"]
+    ratios = []
+
+    def why(key: str) -> str:
+        return errors.get(key, "not run").splitlines()[0][:110]
+
+    def target_line(name: str, num: str, den: str, limit: float | None, at_most: bool) -> None:
+        sign = "<=" if at_most else ">="
+        goal = f"({sign} {limit:.2f}x)" if limit is not None else "(info)"
+        entry = {"name": name, "target": f"{sign} {limit}" if limit is not None else None}
+        if num not in by_key or den not in by_key:
+            missing = num if num not in by_key else den
+            lines.append(f"  {name:<52} {'--':>8}  {goal:<11} n/a: {missing}: {why(missing)}")
+            ratios.append({**entry, "ratio": None, "verdict": "n/a", "why": why(missing)})
+            return
+        value = med[num] / med[den]
+        paired = paired_ratio(by_key[num], by_key[den])
+        result = "" if limit is None else verdict(value <= limit if at_most else value >= limit)
+        lines.append(f"  {name:<52} {value:7.2f}x  {goal:<11} {result:<4}  paired {paired:.2f}x")
+        ratios.append(
+            {**entry, "ratio": value, "paired_ratio": paired, "verdict": result or "info"}
+        )
+
+    for name in methods:
+        method = CAM_METHODS[name]
+        key = f"onnxruntime/{name}"
+        target_line(
+            f"{method.label}{mark(key)} / plain inference (onnxruntime)",
+            key,
+            "onnxruntime/plain",
+            CAM_TARGET_VS_PLAIN if method.gradient else None,
+            at_most=True,
+        )
+    for name in methods:
+        method = CAM_METHODS[name]
+        target_line(
+            f"pgc {method.pgc_class} / {method.label}{mark(f'onnxruntime/{name}')}",
+            f"eager/{name}",
+            f"onnxruntime/{name}",
+            CAM_TARGET_VS_PGC,
+            at_most=False,
+        )
+    if "onnxruntime/plain" in med and "eager/plain" in med:
+        lines.append(
+            "  (info: plain inference eager / onnxruntime = "
+            f"{med['eager/plain'] / med['onnxruntime/plain']:.2f}x)"
+        )
+    for name, text in work.items():
+        lines.append(f"{CAM_METHODS[name].label}: {text}")
+    for v in variants:
+        if v.warmup_ms:
+            times = ", ".join(f"{t / 1e3:.1f}s" for t in v.warmup_ms)
+            lines.append(f"{v.key}: warm-up call {times} (not in the median)")
+        if v.runtime == "onnxruntime" and isinstance(v.last, dict):
+            heat = v.last.get("heatmap")
+            if heat is None or not np.isfinite(heat).all():
+                lines.append(f"WARNING {v.key}: heatmap missing or not finite")
+    for title, table_ in (
+        ("export check failures (re-exported with check=False, timed, marked *)", ex.check_failed),
+        ("exported unchecked on purpose (marked +)", ex.unchecked),
+        ("not timed", errors),
+    ):
+        if table_:
+            lines.append(f"{title}:")
+            for key, text in table_.items():
+                first, *rest = text.splitlines()
+                more = f" [+{len(rest)} more lines in --json]" if rest else ""
+                lines.append(f"  {key}: {first[:200]}{more}")
+
+    data = {
+        "title": case.title,
+        "target_layer": case.target_layer,
+        "input_shape": list(case.x.shape),
+        "chunk_sizes": case.chunk_sizes,
+        "repeats": repeats,
+        "warmup": warmup,
+        "slow_repeats": slow_repeats,
+        "variants": {
+            k: {
+                "runtime": v.runtime,
+                "method": v.method,
+                "label": v.label,
+                "slow": v.slow,
+                **stats(v.samples),
+                "samples_ms": [round(t, 3) for t in v.samples],
+            }
+            for k, v in by_key.items()
+        },
+        "table": table,
+        "ratios": ratios,
+        "work": work,
+        "errors": errors,
+        "export_check_failures": ex.check_failed,
+        "exported_unchecked": ex.unchecked,
+        "export_seconds": {k: round(t, 1) for k, t in ex.seconds.items()},
+    }
+    return lines, data
+
+
+def fmt_load(load: tuple[float, float, float]) -> str:
+    return "/".join(f"{v:.2f}" for v in load)
+
+
+def loads(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
+    return f"before timing {fmt_load(before)}, after {fmt_load(after)}"
+
+
+def pgc_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("grad-cam")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def code_under_test() -> dict[str, str]:
     """Where gradvis_export / gradvis_runtime were imported from, and that tree's git state
     (imported here, once, so a checkout edited during the run does not mix versions)."""
@@ -675,7 +1203,34 @@ def main(argv: list[str] | None = None) -> int:
         help="timed rounds per model (default: resnet50 20, x3d_s 10)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="fewer rounds (resnet50 5, x3d_s 3) and 1 warm-up call"
+        "--quick",
+        action="store_true",
+        help="smoke run: fewer rounds (resnet50 5, x3d_s 3), 1 warm-up call, --skip-slow",
+    )
+    parser.add_argument(
+        "--suite",
+        default="all",
+        choices=("all", *SUITES),
+        help="captum: Grad-CAM / guided backprop vs captum (ONNX + TorchScript); cam: the CAM "
+        "family on onnxruntime vs pytorch-grad-cam; all (default): both",
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(CAM_METHODS),
+        help=f"CAM suite: comma-separated subset of {','.join(CAM_METHODS)}",
+    )
+    parser.add_argument(
+        "--skip-slow",
+        action="store_true",
+        help="CAM suite: leave out the K-forward variants (our ScoreCAM, pytorch-grad-cam's "
+        "ScoreCAM and AblationCAM)",
+    )
+    parser.add_argument(
+        "--slow-repeats",
+        type=int,
+        default=1,
+        help="CAM suite: timed rounds of the slow variants (default 1; pytorch-grad-cam's "
+        "ScoreCAM on ResNet-50 takes minutes per call)",
     )
     parser.add_argument(
         "--warmup",
@@ -724,6 +1279,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
     if args.reuse and args.keep is None:
         parser.error("--reuse needs --keep DIR")
+    suites = SUITES if args.suite == "all" else (args.suite,)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in CAM_METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {', '.join(CAM_METHODS)}")
+    if args.quick:
+        args.skip_slow = True
+    if args.slow_repeats < 1:
+        parser.error("--slow-repeats must be >= 1")
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
 
     if not args.installed:
@@ -731,6 +1295,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     import captum
     import onnxruntime
+    import pytorch_grad_cam
 
     code = code_under_test()
     log(f"measuring {code['gradvis_export']} (gradvis {code['version']}, {code['git']})")
@@ -744,32 +1309,58 @@ def main(argv: list[str] | None = None) -> int:
         log(f"artifacts in {workdir}")
 
         results: dict[str, dict] = {}
+        cam_results: dict[str, dict] = {}
         for name in names:
             repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)[name]
             log(f"{name}: building the model")
             case = BUILDERS[name]()
-            errors: dict[str, str] = {}
-            check_failed: dict[str, str] = {}
-            variants, export_seconds = build_variants(case, workdir, args, errors, check_failed)
-            load_before = os.getloadavg()
-            measure(variants, repeats, warmup, name)
-            load_after = os.getloadavg()
-            lines, data = model_report(case, variants, errors, check_failed, export_seconds)
-            data["repeats"], data["warmup"] = repeats, warmup
-            data["loadavg_1_5_15"] = {"before": load_before, "after": load_after}
-            lines.append(
-                f"load average (1/5/15 min) before timing "
-                f"{'/'.join(f'{v:.2f}' for v in load_before)}, after "
-                f"{'/'.join(f'{v:.2f}' for v in load_after)}"
-            )
-            lines.insert(
-                1,
-                f"{repeats} round-robin rounds, {warmup} warm-up call(s) per variant, "
-                f"{args.threads} threads, batch 1",
-            )
-            results[name] = data
-            print("\n".join(lines) + "\n", flush=True)
-            del variants, case
+            if "captum" in suites:
+                ex = Exports(case, workdir, args)
+                variants = build_variants(ex)
+                load_before = os.getloadavg()
+                measure(variants, repeats, warmup, name)
+                load_after = os.getloadavg()
+                lines, data = model_report(case, variants, ex.errors, ex.check_failed, ex.seconds)
+                data["repeats"], data["warmup"] = repeats, warmup
+                data["loadavg_1_5_15"] = {"before": load_before, "after": load_after}
+                lines.append(f"load average (1/5/15 min) {loads(load_before, load_after)}")
+                lines.insert(
+                    1,
+                    f"{repeats} round-robin rounds, {warmup} warm-up call(s) per variant, "
+                    f"{args.threads} threads, batch 1",
+                )
+                results[name] = data
+                print("\n".join(lines) + "\n", flush=True)
+                del variants, ex
+                gc.collect()
+            if "cam" in suites:
+                ex = Exports(case, workdir, args)
+                variants, work = build_cam_variants(ex, methods)
+                fast = [v for v in variants if not v.slow]
+                load_before = os.getloadavg()
+                measure(fast, repeats, warmup, f"{name} CAM")
+                load_fast = os.getloadavg()
+                slow = measure_slow(
+                    [v for v in variants if v.slow], args.slow_repeats, f"{name} CAM", ex.errors
+                )
+                load_after = os.getloadavg()
+                lines, data = cam_report(
+                    case, fast + slow, ex, methods, work, (repeats, warmup, args.slow_repeats)
+                )
+                lines.append(
+                    f"load average (1/5/15 min) {loads(load_before, load_fast)}"
+                    + (f", after the slow variants {fmt_load(load_after)}" if slow else "")
+                )
+                data["loadavg_1_5_15"] = {
+                    "before": load_before,
+                    "after_fast": load_fast,
+                    "after": load_after,
+                }
+                cam_results[name] = data
+                print("\n".join(lines) + "\n", flush=True)
+                del variants, fast, slow, ex
+                gc.collect()
+            del case
             gc.collect()
 
     meta = {
@@ -778,6 +1369,12 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "captum": captum.__version__,
+        "pytorch_grad_cam": getattr(pytorch_grad_cam, "__version__", pgc_version()),
+        "suites": list(suites),
+        "cam_methods": methods if "cam" in suites else [],
+        "skip_slow": args.skip_slow,
+        "slow_repeats": args.slow_repeats,
+        "wall_seconds": round(time.perf_counter() - _T0, 1),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -788,13 +1385,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     footer = (
         f"median of one call, batch 1, {args.threads} threads; torch {meta['torch']}, "
-        f"onnxruntime {meta['onnxruntime']}, captum {meta['captum']}; "
+        f"onnxruntime {meta['onnxruntime']}, captum {meta['captum']}, pytorch-grad-cam "
+        f"{meta['pytorch_grad_cam']}; "
         f"{meta['cpu_count']} CPUs; OMP_WAIT_POLICY={meta['OMP_WAIT_POLICY']}\n"
-        f"gradvis {code['version']} from {code['gradvis_export']} ({code['git']})"
+        f"gradvis {code['version']} from {code['gradvis_export']} ({code['git']}); "
+        f"whole run {meta['wall_seconds'] / 60:.1f} min"
     )
     print(footer)
     if args.json is not None:
-        args.json.write_text(json.dumps({"meta": meta, "models": results}, indent=2))
+        args.json.write_text(
+            json.dumps({"meta": meta, "models": results, "cam": cam_results}, indent=2)
+        )
         log(f"wrote {args.json}")
     return 0
 
