@@ -989,17 +989,23 @@ def cam_report(
     errors = ex.errors
 
     def mark(key: str) -> str:
-        marks = "*" if key in ex.check_failed else ""
-        marks += "+" if key in ex.unchecked else ""
-        variant = by_key.get(key)
-        return marks + (" (s)" if variant is not None and variant.slow else "")
+        return ("*" if key in ex.check_failed else "") + ("+" if key in ex.unchecked else "")
+
+    def paired(a: str, b: str) -> float | None:
+        """Per-round ratio, only for variants timed in the same rounds."""
+        if by_key[a].slow != by_key[b].slow:
+            return None
+        return paired_ratio(by_key[a], by_key[b])
+
+    def show(value: float | None, width: int) -> str:
+        return f"{value:{width - 1}.2f}x" if value is not None else f"{'--':>{width}}"
 
     lines = [
         f"== {case.title}, target layer {case.target_layer!r}: CAM family, "
         "onnxruntime artifact vs pytorch-grad-cam (eager) ==",
         f"{repeats} round-robin rounds, {warmup} warm-up call(s) per variant; slow variants "
-        f"(s): {slow_repeats} round(s), 1 warm-up call for onnxruntime, none for eager; "
-        f"{ex.args.threads} threads, batch 1",
+        f"(p25-p75 column 'slow n=...'): timed apart, {slow_repeats} round(s), 1 warm-up call "
+        f"for onnxruntime, none for eager; {ex.args.threads} threads, batch 1",
     ]
     header = (
         f"{'method':<26} {'ours ms':>9} {'p25-p75':>13} {'x plain':>8}  "
@@ -1013,7 +1019,9 @@ def cam_report(
             return f"{'--':>9}", f"{'':>13}", f"{'':>8}"
         s = stats(by_key[key].samples)
         base = med.get(f"{key.split('/')[0]}/plain")
-        spread = f"{s['p25_ms']:.1f}-{s['p75_ms']:.1f}" if s["n"] > 1 else f"n={s['n']}"
+        spread = f"{s['p25_ms']:.1f}-{s['p75_ms']:.1f}"
+        if by_key[key].slow:
+            spread = f"slow n={s['n']}"
         ratio = f"{s['median_ms'] / base:7.2f}x" if base else f"{'--':>8}"
         return f"{s['median_ms']:9.1f}", f"{spread:>13}", ratio
 
@@ -1026,9 +1034,9 @@ def cam_report(
         row = {"method": name, "label": label}
         if ours in by_key and theirs in by_key:
             speedup = med[theirs] / med[ours]
-            paired = paired_ratio(by_key[theirs], by_key[ours])
-            ratio = f"{speedup:7.2f}x {paired:6.2f}x"
-            row.update(pgc_over_ours=speedup, paired=paired)
+            per_round = paired(theirs, ours)
+            ratio = f"{speedup:7.2f}x {show(per_round, 7)}"
+            row.update(pgc_over_ours=speedup, paired=per_round)
         else:
             ratio = f"{'--':>8} {'':>7}"
         agree = agreement(last.get(ours), last.get(theirs)) if name != "plain" else None
@@ -1058,11 +1066,12 @@ def cam_report(
             ratios.append({**entry, "ratio": None, "verdict": "n/a", "why": why(missing)})
             return
         value = med[num] / med[den]
-        paired = paired_ratio(by_key[num], by_key[den])
+        per_round = paired(num, den)
         result = "" if limit is None else verdict(value <= limit if at_most else value >= limit)
-        lines.append(f"  {name:<52} {value:7.2f}x  {goal:<11} {result:<4}  paired {paired:.2f}x")
+        tail = f"paired {per_round:.2f}x" if per_round is not None else "(slow: timed apart)"
+        lines.append(f"  {name:<52} {value:8.2f}x  {goal:<11} {result:<4}  {tail}")
         ratios.append(
-            {**entry, "ratio": value, "paired_ratio": paired, "verdict": result or "info"}
+            {**entry, "ratio": value, "paired_ratio": per_round, "verdict": result or "info"}
         )
 
     for name in methods:
