@@ -18,12 +18,14 @@ Explainer artifacts are loaded through ``gradvis_runtime.load``.  Timing:
   runtime (onnxruntime, TorchScript, eager) so the thread pools of the two libraries hand
   over only twice per round; the order inside a group rotates from round to round.
 * CAM suite, slow variants (ours ScoreCAM: ceil(K / chunk_size) batched forwards, K forwards in
-  all; pytorch-grad-cam's ScoreCAM and AblationCAM: K full forwards in batches of 16 / 32) take
-  from seconds to minutes per call: they are timed apart, after the others, with
-  ``--slow-repeats`` round-robin rounds (default 1) and no warm-up call for the eager ones (an
-  eager call has nothing to build; its first batched forward warms torch within the call), one
-  for onnxruntime (the session's first run sizes its memory arena).  ``--skip-slow`` leaves them
-  out.
+  all; pytorch-grad-cam's ScoreCAM and AblationCAM: K forwards in batches of 16 / 32, the
+  latter's with the target layer swapped for its cached, ablated output) take from seconds to
+  minutes per call: they are timed apart, after the others, with
+  ``--slow-repeats`` round-robin rounds (default 1) after ``--slow-warmup`` warm-up calls
+  (default 0, for ours and pytorch-grad-cam alike: a first call's one-off costs are small
+  against K forwards; on this machine our ScoreCAM's first and second calls differed by less
+  than the noise, 145 s / 139 s on ResNet-50, 31 s / 39 s on X3D-S).  ``--skip-slow`` leaves
+  them out.
 
 The reported number is the median wall time of one call, in milliseconds.  Ratios:
 explainer / plain inference on the same runtime, and eager library / exported explainer
@@ -47,7 +49,7 @@ Setup notes:
   variant's forward.  Its progress bars are off (``TQDM_DISABLE=1``).
 * Our ScoreCAM / AblationCAM use the model's ``chunk_size`` (channels per batched forward,
   ``ModelCase.chunk_sizes``).  ScoreCAM is exported with ``check=False`` (marked +): the guard
-  would run eager ScoreCAM, K forwards per sample, at batches 3 and 1 (~6 minutes for either
+  would run eager ScoreCAM, K forwards per sample, at batches 3 and 1 (minutes for either
   model here, on top of the eager batch-2 call gv.export makes before tracing); the tests cover
   those artifacts.  The "agree" columns compare our heatmap with pytorch-grad-cam's on the
   benchmark input (Pearson r, max abs difference; both maps in [0, 1]).
@@ -148,6 +150,8 @@ CAM_METHODS = {
         CamMethod("ablationcam", "AblationCAM", "AblationCAM", "AblationCAM", False, chunked=True),
     )
 }
+#: --quick's CAM methods (one per code path: gradient, principal component, chunked)
+QUICK_CAM_METHODS = ("gradcam", "eigengradcam", "ablationcam")
 #: gradient CAM method / plain inference on onnxruntime: at most
 CAM_TARGET_VS_PLAIN = 1.15
 #: pytorch-grad-cam eager / our onnxruntime artifact: at least (every method)
@@ -680,7 +684,7 @@ def build_cam_variants(ex: Exports, methods: list[str]) -> tuple[list[Variant], 
             name, "onnxruntime", method.label, lambda r=rt: r.run(x_np, t_np), slow=slow
         )
         if slow:
-            variant.warmup = 1  # the session's first run sizes its arena for the chunk batch
+            variant.warmup = args.slow_warmup
         else:
             variant.last = variant.call()
             heat = variant.last.get("heatmap")
@@ -712,7 +716,7 @@ def build_cam_variants(ex: Exports, methods: list[str]) -> tuple[list[Variant], 
 
         variant = Variant(name, "eager", "pgc " + method.pgc_class, run_pgc, slow=slow)
         if slow:
-            variant.warmup = 0  # the first timed call tells whether it runs at all
+            variant.warmup = args.slow_warmup  # the first call tells whether it runs at all
         else:
             try:
                 with warnings.catch_warnings():
@@ -979,10 +983,10 @@ def cam_report(
     ex: Exports,
     methods: list[str],
     work: dict[str, str],
-    rounds: tuple[int, int, int],
+    rounds: tuple[int, int, int, int],
 ) -> tuple[list[str], dict]:
-    """The CAM suite's table, targets and notes; `rounds` = (repeats, warm-up, slow repeats)."""
-    repeats, warmup, slow_repeats = rounds
+    """The CAM suite's table, targets and notes; `rounds` = (repeats, warm-up, slow repeats, slow warm-up)."""
+    repeats, warmup, slow_repeats, slow_warmup = rounds
     by_key = {v.key: v for v in variants if v.samples}
     last = {v.key: v.last for v in variants}
     med = {k: stats(v.samples)["median_ms"] for k, v in by_key.items()}
@@ -1004,8 +1008,8 @@ def cam_report(
         f"== {case.title}, target layer {case.target_layer!r}: CAM family, "
         "onnxruntime artifact vs pytorch-grad-cam (eager) ==",
         f"{repeats} round-robin rounds, {warmup} warm-up call(s) per variant; slow variants "
-        f"(p25-p75 column 'slow n=...'): timed apart, {slow_repeats} round(s), 1 warm-up call "
-        f"for onnxruntime, none for eager; {ex.args.threads} threads, batch 1",
+        f"(p25-p75 column 'slow n=...'): timed apart, {slow_repeats} round(s) after "
+        f"{slow_warmup} warm-up call(s); {ex.args.threads} threads, batch 1",
     ]
     header = (
         f"{'method':<26} {'ours ms':>9} {'p25-p75':>13} {'x plain':>8}  "
@@ -1128,6 +1132,7 @@ def cam_report(
         "repeats": repeats,
         "warmup": warmup,
         "slow_repeats": slow_repeats,
+        "slow_warmup": slow_warmup,
         "variants": {
             k: {
                 "runtime": v.runtime,
@@ -1214,7 +1219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: fewer rounds (resnet50 5, x3d_s 3), 1 warm-up call, --skip-slow",
+        help="smoke run: fewer rounds (resnet50 5, x3d_s 3), 1 warm-up call, --skip-slow, CAM "
+        f"methods {','.join(QUICK_CAM_METHODS)} unless --methods",
     )
     parser.add_argument(
         "--suite",
@@ -1225,8 +1231,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--methods",
-        default=",".join(CAM_METHODS),
-        help=f"CAM suite: comma-separated subset of {','.join(CAM_METHODS)}",
+        default=None,
+        help=f"CAM suite: comma-separated subset of {','.join(CAM_METHODS)} (default: all)",
     )
     parser.add_argument(
         "--skip-slow",
@@ -1240,6 +1246,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="CAM suite: timed rounds of the slow variants (default 1; pytorch-grad-cam's "
         "ScoreCAM on ResNet-50 takes minutes per call)",
+    )
+    parser.add_argument(
+        "--slow-warmup",
+        type=int,
+        default=0,
+        help="CAM suite: warm-up calls of each slow variant (default 0)",
     )
     parser.add_argument(
         "--warmup",
@@ -1289,14 +1301,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse and args.keep is None:
         parser.error("--reuse needs --keep DIR")
     suites = SUITES if args.suite == "all" else (args.suite,)
+    if args.methods is None:
+        args.methods = ",".join(QUICK_CAM_METHODS if args.quick else CAM_METHODS)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in CAM_METHODS]
     if unknown:
         parser.error(f"unknown method(s) {unknown}; choose from {', '.join(CAM_METHODS)}")
     if args.quick:
         args.skip_slow = True
-    if args.slow_repeats < 1:
-        parser.error("--slow-repeats must be >= 1")
+    if args.slow_repeats < 1 or args.slow_warmup < 0:
+        parser.error("--slow-repeats must be >= 1, --slow-warmup >= 0")
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
 
     if not args.installed:
@@ -1354,7 +1368,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 load_after = os.getloadavg()
                 lines, data = cam_report(
-                    case, fast + slow, ex, methods, work, (repeats, warmup, args.slow_repeats)
+                    case,
+                    fast + slow,
+                    ex,
+                    methods,
+                    work,
+                    (repeats, warmup, args.slow_repeats, args.slow_warmup),
                 )
                 lines.append(
                     f"load average (1/5/15 min) {loads(load_before, load_fast)}"
@@ -1383,6 +1402,7 @@ def main(argv: list[str] | None = None) -> int:
         "cam_methods": methods if "cam" in suites else [],
         "skip_slow": args.skip_slow,
         "slow_repeats": args.slow_repeats,
+        "slow_warmup": args.slow_warmup,
         "wall_seconds": round(time.perf_counter() - _T0, 1),
         "python": platform.python_version(),
         "machine": platform.machine(),
