@@ -480,6 +480,16 @@ class Exports:
 PRODUCED: set[Path] = set()
 
 
+def plain_onnx_variant(ex, logits, x_np) -> list[Variant]:
+    """The bare model on onnxruntime (both suites' baseline), if it exported."""
+    session = ex.plain_onnx(logits)
+    if session is None:
+        return []
+    return [
+        Variant("plain", "onnxruntime", LABELS["plain"], lambda: session.run(None, {"input": x_np}))
+    ]
+
+
 def build_variants(ex: Exports) -> list[Variant]:
     """Export, load and wrap every variant of the captum suite.  Export failures go to
     `ex.errors`; explainer artifacts that failed only gv.export's comparison with eager are
@@ -498,16 +508,7 @@ def build_variants(ex: Exports) -> list[Variant]:
     variants: list[Variant] = []
 
     # --- plain inference baselines -----------------------------------------------------
-    session = ex.plain_onnx(logits)
-    if session is not None:
-        variants.append(
-            Variant(
-                "plain",
-                "onnxruntime",
-                LABELS["plain"],
-                lambda s=session: s.run(None, {"input": x_np}),
-            )
-        )
+    variants += plain_onnx_variant(ex, logits, x_np)
 
     path_ts = ex.path("plain", ".pt")
     if ex.produce("torchscript/plain", path_ts, lambda p: export_plain_torchscript(model, x, p)):
@@ -624,16 +625,7 @@ def build_cam_variants(ex: Exports, methods: list[str]) -> tuple[list[Variant], 
     variants: list[Variant] = []
     work: dict[str, str] = {}
 
-    session = ex.plain_onnx(logits)
-    if session is not None:
-        variants.append(
-            Variant(
-                "plain",
-                "onnxruntime",
-                LABELS["plain"],
-                lambda s=session: s.run(None, {"input": x_np}),
-            )
-        )
+    variants += plain_onnx_variant(ex, logits, x_np)
 
     # --- our artifacts on onnxruntime ----------------------------------------------------
     for name in methods:

@@ -262,7 +262,9 @@ def export(
 
     x = example_batch(example_input)
     inputs = example_inputs(explainer, x)
-    outputs = list(explainer(x, **inputs)._fields)  # eager first: checks the inputs, warms caches
+    # eager once, on one sample (ScoreCAM's is K forwards): checks the inputs, fills caches
+    first = explainer(x[:1], **{name: value[:1] for name, value in inputs.items()})
+    outputs = list(first._fields)
     try:
         gm = check_forward_only(trace(explainer, example_input), explainer.model, example_input)
     except GradvisError:

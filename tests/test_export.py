@@ -85,20 +85,29 @@ def targets_for(batch: int) -> torch.Tensor:
     return torch.tensor([-1, 3, 3][:batch], dtype=torch.long)
 
 
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("name", list(MODEL_FACTORIES))
-def test_artifacts_match_eager_on_other_batch_sizes(tmp_path, name, method):
-    spec = MODEL_FACTORIES[name]()
-    explainer = make_explainer(method, name, spec)
+def exported_match_eager(explainer, spec, tmp_path) -> list:
+    """Export from a batch-2 example to ONNX and TorchScript; both match eager at batch 1 and 3
+    (asserted here); returns eager's outputs for further checks."""
     example = make_input((2, *spec.input_shape[1:]), seed=100)
     onnx_path = gv.export(explainer, example, tmp_path / "explainer.onnx", check=False)
     ts_path = gv.export(explainer, example, tmp_path / "explainer.pt", check=False)
+    outputs = []
     for batch in (1, 3):
         x = make_input((batch, *spec.input_shape[1:]), seed=batch)
         target = targets_for(batch)
         want = explainer(x, target)
         assert_matches(run_onnx(onnx_path, x, target), want, f"onnx b={batch}")
         assert_matches(run_torchscript(ts_path, x, target), want, f"torchscript b={batch}")
+        outputs.append(want)
+    return outputs
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", list(MODEL_FACTORIES))
+def test_artifacts_match_eager_on_other_batch_sizes(tmp_path, name, method):
+    spec = MODEL_FACTORIES[name]()
+    explainer = make_explainer(method, name, spec)
+    for want in exported_match_eager(explainer, spec, tmp_path):
         heat = want.heatmap.abs().flatten(1).amax(1)
         assert bool((heat > 0).all()), "a zero heatmap proves nothing: pick other targets"
 
@@ -110,15 +119,7 @@ def test_cam_family_artifacts_match_eager(tmp_path, name, method):
     cls = getattr(gv, method)
     chunked = {"chunk_size": CAM_MODELS[name]} if method in ("ScoreCAM", "AblationCAM") else {}
     explainer = cls(spec.model, spec.target_layer, **chunked)
-    example = make_input((2, *spec.input_shape[1:]), seed=100)
-    onnx_path = gv.export(explainer, example, tmp_path / "explainer.onnx", check=False)
-    ts_path = gv.export(explainer, example, tmp_path / "explainer.pt", check=False)
-    for batch in (1, 3):
-        x = make_input((batch, *spec.input_shape[1:]), seed=batch)
-        target = targets_for(batch)
-        want = explainer(x, target)
-        assert_matches(run_onnx(onnx_path, x, target), want, f"onnx b={batch}")
-        assert_matches(run_torchscript(ts_path, x, target), want, f"torchscript b={batch}")
+    for want in exported_match_eager(explainer, spec, tmp_path):
         spread = want.heatmap.flatten(1)
         assert bool((spread.amax(1) > spread.amin(1)).all()), "a constant heatmap proves nothing"
 
