@@ -1,11 +1,15 @@
 """gradvis: exportable explainers (gradvis_export) and their runtime (gradvis_runtime)."""
 
 import re
+import sys
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE / "cpp"))
+from cmake_build_ext import CMakeBuild, CMakeExtension  # noqa: E402 - the C++ runtime's build
+
 VERSION = re.search(r'"(.+)"', (HERE / "gradvis_export" / "_version.py").read_text()).group(1)
 
 setup(
@@ -17,6 +21,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["gradvis_export", "gradvis_export.*"]) + ["gradvis_runtime"],
     package_dir={"gradvis_runtime": "runtime/gradvis_runtime"},
+    # the embedded default: the trained car-light checkpoint and its sample video
+    package_data={"gradvis_export": ["assets/*.pt", "assets/*.mp4", "assets/*.json", "assets/*.md"]},
     install_requires=[
         "torch>=2.13",
         "numpy",
@@ -26,8 +32,12 @@ setup(
         "tqdm",
     ],
     entry_points={"console_scripts": ["gradvis = gradvis_export.cli:main"]},
+    # the C++ runtime + pybind11 bridge, built by CMake against the installed torch (optional)
+    ext_modules=[CMakeExtension("gradvis_runtime._cpp")],
+    cmdclass={"build_ext": CMakeBuild},
     extras_require={
         "video": ["torchvision", "pytorchvideo>=0.1.5", "av", "imageio", "imageio-ffmpeg", "scipy", "pillow"],
+        "clip": ["open_clip_torch>=3.0", "ftfy"],
         "dev": [
             "torchvision",
             "pytorchvideo>=0.1.5",
@@ -38,6 +48,11 @@ setup(
             "pillow",
             "captum==0.9.0",
             "grad-cam==1.5.7",
+            "open_clip_torch==3.3.0",
+            "ftfy",
+            "psutil",
+            "hypothesis",
+            "atheris",
             "pytest",
             "ruff",
         ],

@@ -116,7 +116,10 @@ CAPTUM_LABELS = {
 TARGET_VS_PLAIN = {"gradcam": 1.10, "guided_backprop": 2.5, "guided_gradcam": 2.7}
 #: min allowed (captum eager latency / exported explainer latency)
 TARGET_VS_CAPTUM = 2.0
-SUITES = ("captum", "cam")
+SUITES = ("captum", "cam", "clip", "runtimes")
+#: Grad-ECLIP on CLIP ViT-B/32 (random weights) / the bare image encoder, both on onnxruntime
+CLIP_TARGET_VS_PLAIN = 1.3
+CLIP_REPEATS, CLIP_QUICK_REPEATS = 20, 5
 
 
 @dataclass(frozen=True)
@@ -1147,6 +1150,85 @@ def cam_report(
     return lines, data
 
 
+# ----------------------------------------------------------------------------------------
+# clip suite: Grad-ECLIP vs the bare CLIP image encoder
+# ----------------------------------------------------------------------------------------
+def clip_suite(args: argparse.Namespace, workdir: Path, repeats: int, warmup: int):
+    """CLIP ViT-B/32 (open_clip architecture, seeded random weights), batch 1, 224x224:
+    the bare image encoder and Grad-ECLIP in both modes, all on onnxruntime."""
+    import gradvis_export as gv
+    import gradvis_runtime
+    from gradvis_export.clip import build_clip, encode_prompts
+
+    log("clip: building ViT-B/32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_clip("ViT-B-32", seed=SEED)
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(SEED))
+    text = encode_prompts(model, ["a car with its left indicator on"]).numpy()
+    x_np = x.numpy()
+    errors: dict[str, str] = {}
+    plain = workdir / "clip_vit_b32_plain.onnx"
+    if not (args.reuse and plain.exists()):
+        log("clip: exporting the bare image encoder")
+        export_plain_onnx(model.visual, x, plain)
+    session = onnx_session(plain, args.threads)
+    variants = [
+        Variant(
+            "plain",
+            "onnxruntime",
+            "image encoder (plain inference)",
+            lambda: session.run(None, {"input": x_np}),
+        )
+    ]
+    for mode in ("native", "reference"):
+        path = workdir / f"clip_vit_b32_gradeclip_{mode}.onnx"
+        try:
+            if not (args.reuse and path.exists()):
+                log(f"clip: exporting Grad-ECLIP ({mode})")
+                gv.export(gv.GradECLIP(model, mode=mode), x, path, check=not args.no_check)
+        except Exception as error:  # report it, time the rest
+            errors[mode] = describe(error)
+            continue
+        art = gradvis_runtime.load(path, threads=args.threads)
+        variants.append(
+            Variant(
+                f"gradeclip_{mode}",
+                "onnxruntime",
+                f"Grad-ECLIP ({mode})",
+                lambda art=art: art.run(x_np, text_embedding=text),
+            )
+        )
+    load_before = os.getloadavg()
+    measure(variants, repeats, warmup, "clip")
+    load_after = os.getloadavg()
+    base = statistics.median(variants[0].samples)
+    lines = [
+        "CLIP ViT-B/32 (1x3x224x224, random weights): Grad-ECLIP vs the bare image encoder, "
+        "onnxruntime",
+        f"{repeats} round-robin rounds, {warmup} warm-up call(s) per variant, "
+        f"{args.threads} threads, batch 1",
+        f"{'variant':34s} {'median ms':>10s} {'x plain':>8s} {'paired':>8s}",
+    ]
+    data: dict[str, object] = {"variants": {}, "errors": errors}
+    for v in variants:
+        med = statistics.median(v.samples)
+        paired = paired_ratio(v, variants[0])
+        lines.append(f"{v.label:34s} {med:10.1f} {med / base:8.2f} {paired:8.2f}")
+        data["variants"][v.key] = {**stats(v.samples), "vs_plain": med / base}
+    for v in variants[1:]:
+        ratio = statistics.median(v.samples) / base
+        lines.append(
+            f"target {v.label} <= {CLIP_TARGET_VS_PLAIN}x plain: {ratio:.2f}x "
+            f"{verdict(ratio <= CLIP_TARGET_VS_PLAIN)}"
+        )
+    for mode, error in errors.items():
+        lines.append(f"Grad-ECLIP ({mode}) not timed: {error}")
+    lines.append(f"load average (1/5/15 min) {loads(load_before, load_after)}")
+    data["loadavg_1_5_15"] = {"before": load_before, "after": load_after}
+    return lines, data
+
+
 def fmt_load(load: tuple[float, float, float]) -> str:
     return "/".join(f"{v:.2f}" for v in load)
 
@@ -1219,7 +1301,10 @@ def main(argv: list[str] | None = None) -> int:
         default="all",
         choices=("all", *SUITES),
         help="captum: Grad-CAM / guided backprop vs captum (ONNX + TorchScript); cam: the CAM "
-        "family on onnxruntime vs pytorch-grad-cam; all (default): both",
+        "family on onnxruntime vs pytorch-grad-cam; clip: Grad-ECLIP on CLIP ViT-B/32 vs its "
+        "image encoder (ignores --models); runtimes: one Grad-CAM on onnxruntime, TorchScript, "
+        "AOTInductor, the C++ library and its Python bridge (benchmarks/runtimes.py); all "
+        "(default): the four",
     )
     parser.add_argument(
         "--methods",
@@ -1325,7 +1410,7 @@ def main(argv: list[str] | None = None) -> int:
 
         results: dict[str, dict] = {}
         cam_results: dict[str, dict] = {}
-        for name in names:
+        for name in names if {"captum", "cam"} & set(suites) else []:
             repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)[name]
             log(f"{name}: building the model")
             case = BUILDERS[name]()
@@ -1382,6 +1467,18 @@ def main(argv: list[str] | None = None) -> int:
                 gc.collect()
             del case
             gc.collect()
+        clip_results: dict[str, object] = {}
+        if "clip" in suites:
+            repeats = args.repeats or (CLIP_QUICK_REPEATS if args.quick else CLIP_REPEATS)
+            lines, clip_results = clip_suite(args, workdir, repeats, warmup)
+            print("\n".join(lines) + "\n", flush=True)
+        runtime_results: dict[str, object] = {}
+        if "runtimes" in suites:  # one Grad-CAM per model on every runtime (benchmarks/runtimes.py)
+            from runtimes import runtimes_suite
+
+            cases = [BUILDERS[name]() for name in names]
+            lines, runtime_results = runtimes_suite(args, workdir, cases, warmup, log)
+            print("\n".join(lines) + "\n", flush=True)
 
     meta = {
         "threads": args.threads,
@@ -1415,7 +1512,16 @@ def main(argv: list[str] | None = None) -> int:
     print(footer)
     if args.json is not None:
         args.json.write_text(
-            json.dumps({"meta": meta, "models": results, "cam": cam_results}, indent=2)
+            json.dumps(
+                {
+                    "meta": meta,
+                    "models": results,
+                    "cam": cam_results,
+                    "clip": clip_results,
+                    "runtimes": runtime_results,
+                },
+                indent=2,
+            )
         )
         log(f"wrote {args.json}")
     return 0

@@ -27,6 +27,7 @@ from .explainers import (
     ScoreCAM,
     XGradCAM,
 )
+from .explainers.eclip import GradECLIP, ImageTextTarget
 from .exporter import export
 from .legacy import GradVis
 from .preprocess import UInt8Input
@@ -39,6 +40,7 @@ from .targets import (
     SoftmaxTarget,
     Target,
 )
+from .tokens import TokenGrid
 
 __all__ = [
     "AblationCAM",
@@ -54,12 +56,14 @@ __all__ = [
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
+    "GradECLIP",
     "GradVis",
     "GradvisError",
     "GuidedBackprop",
     "GuidedGradCAM",
     "GuidedGradCAMOutput",
     "HiResCAM",
+    "ImageTextTarget",
     "InputError",
     "LayerCAM",
     "LayerError",
@@ -68,6 +72,7 @@ __all__ = [
     "SegmentationTarget",
     "SoftmaxTarget",
     "Target",
+    "TokenGrid",
     "UInt8Input",
     "XGradCAM",
     "__version__",

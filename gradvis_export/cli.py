@@ -1,6 +1,6 @@
 """The `gradvis` command line: explain a video, export an explainer, describe an artifact.
 
-    gradvis explain VIDEO --model x3d_xs [--checkpoint PATH] --out out.mp4 [--gif out.gif]
+    gradvis explain [VIDEO] [--model x3d_xs --checkpoint PATH] --out out.mp4 [--gif out.gif]
     gradvis export --model x3d_xs --method gradcam --format onnx --out explainer.onnx
     gradvis info explainer.onnx
 
@@ -51,9 +51,17 @@ def make_explainer(method: str, model, layer: str | None, activations: str = "al
 def _model_args(parser: argparse.ArgumentParser) -> None:
     from .models import CONFIGS
 
-    parser.add_argument("--model", default="x3d_xs", help=f"one of {', '.join(CONFIGS)}")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"one of {', '.join(CONFIGS)} (default: the shipped, trained carlights model; "
+        "x3d_xs with --checkpoint); explain also takes clip-<open_clip ViT>, e.g. clip-ViT-B-32, "
+        "with --prompt",
+    )
     parser.add_argument("--checkpoint", type=Path, default=None, help="state dict to load")
-    parser.add_argument("--num-classes", type=int, default=400)
+    parser.add_argument(
+        "--num-classes", type=int, default=None, help="default 400 (a shipped model: its own)"
+    )
     parser.add_argument(
         "--method", default="gradcam", help=f"one of {', '.join(METHODS)} (default gradcam)"
     )
@@ -66,13 +74,35 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None, help="square input side (model default)")
 
 
+def _resolve_model(args: argparse.Namespace) -> None:
+    """The embedded default: no --model and no --checkpoint means the shipped carlights model
+    (trained; classes, clip length and size from its checkpoint)."""
+    from . import models
+
+    if args.model is None:
+        args.model = "carlights" if args.checkpoint is None else "x3d_xs"
+    if args.model in models.SHIPPED:
+        meta = models.shipped_meta(args.model)
+        if args.num_classes not in (None, meta["num_classes"]):
+            raise GradvisError(
+                f"--num-classes {args.num_classes} does not fit the shipped {args.model!r} model "
+                f"({meta['num_classes']} classes: {', '.join(meta['class_names'])})"
+            )
+        args.num_classes = int(meta["num_classes"])
+        args.class_names = list(meta["class_names"])
+    else:
+        args.num_classes = args.num_classes or 400
+        args.class_names = None
+
+
 def _build(args: argparse.Namespace, warn=print):
     from . import models
 
+    _resolve_model(args)
     cfg = models.config(args.model)
     clip_len, size = args.clip_len or cfg.clip_len, args.size or cfg.size
     model = models.build(args.model, args.num_classes, clip_len, size, args.checkpoint)
-    if args.checkpoint is None:
+    if args.checkpoint is None and args.model not in models.SHIPPED:
         warn(
             f"note: no --checkpoint, so {args.model} has random weights: the heatmaps show the "
             "machinery, not a trained model's reasoning"
@@ -82,6 +112,10 @@ def _build(args: argparse.Namespace, warn=print):
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    if (args.model or "").startswith("clip-"):  # CLIP + Grad-ECLIP, per frame
+        from .clip_video import cmd_explain_clip
+
+        return cmd_explain_clip(args)
     from . import models
     from .video.backends import ArtifactBackend, EagerBackend
     from .video.pipeline import VideoOptions, explain_video
@@ -90,6 +124,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(message, file=sys.stderr)
 
+    if args.video is None:  # the embedded default: the shipped sample (and model)
+        if args.model is not None or args.checkpoint is not None:
+            raise GradvisError("give a VIDEO to explain (only the shipped model has a sample)")
+        args.video = models.SAMPLE_VIDEO
+        if not args.video.is_file():
+            raise GradvisError(f"the shipped sample video is missing ({args.video}); give a VIDEO")
+    _resolve_model(args)
     cfg = models.config(args.model)
     if args.artifact is not None:
         backend = ArtifactBackend(args.artifact, threads=args.threads)
@@ -113,6 +154,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = args.out
     if out is None and args.gif is None and args.json is None:
         out = Path(args.video).with_name(Path(args.video).stem + "_gradvis.mp4")
+        if Path(args.video) == models.SAMPLE_VIDEO:  # not inside the installed package
+            out = Path(out.name)
     sidecar = args.json
     if sidecar is None and out is not None:
         sidecar = Path(out).with_suffix(".json")
@@ -127,6 +170,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         panel=args.panel,
         boxes=args.boxes,
         uint8_input=uint8,
+        labels=args.class_names if args.artifact is None else None,
     )
     summary = explain_video(
         args.video,
@@ -154,8 +198,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .preprocess import UInt8Input
 
     cfg, clip_len, size, explainer = _build(args, lambda m: print(m, file=sys.stderr))
+    if args.overlay is not None and not args.uint8:
+        raise GradvisError("--overlay draws on the uint8 input frames: add --uint8")
     if args.uint8:
-        explainer = UInt8Input(explainer, mean=cfg.mean, std=cfg.std)
+        explainer = UInt8Input(explainer, mean=cfg.mean, std=cfg.std, overlay=args.overlay)
         example = torch.randint(0, 256, (2, clip_len, size, size, 3), dtype=torch.uint8)
     else:
         example = torch.randn(2, 3, clip_len, size, size)
@@ -196,7 +242,13 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True)
 
     explain = sub.add_parser("explain", help="overlay heatmaps on every frame of a video")
-    explain.add_argument("video", type=Path)
+    explain.add_argument(
+        "video",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="video to explain (default: the shipped car-light sample, with the shipped model)",
+    )
     _model_args(explain)
     explain.add_argument("--stride", type=int, default=None, help="frames between clip starts")
     explain.add_argument("--target", type=int, default=-1, help="class to explain (-1: predicted)")
@@ -211,6 +263,15 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity")
     explain.add_argument("--threads", type=int, default=None)
     explain.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+    explain.add_argument(
+        "--prompt", default=None, help="CLIP models (--model clip-ViT-B-32): the text to find"
+    )
+    explain.add_argument(
+        "--frames",
+        choices=["all", "middle"],
+        default="all",
+        help="CLIP models: explain every frame, or the middle frame of each --clip-len run",
+    )
     explain.set_defaults(run=cmd_explain)
 
     exp = sub.add_parser("export", help="export an explainer for a video model")
@@ -219,6 +280,13 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", type=Path, required=True)
     exp.add_argument(
         "--uint8", action="store_true", help="take uint8 frames (B,T,H,W,3); normalise in-graph"
+    )
+    exp.add_argument(
+        "--overlay",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="with --uint8: also output the frames with the heatmap drawn on them (opacity ALPHA)",
     )
     exp.set_defaults(run=cmd_export)
 

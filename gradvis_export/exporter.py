@@ -1,4 +1,5 @@
-"""`gv.export`: explainer -> one forward-only artifact (ONNX or TorchScript), checked against eager."""
+"""`gv.export`: explainer -> one forward-only artifact (ONNX, TorchScript or AOTInductor),
+checked against eager."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ FORMATS = {
     ".pt": "torchscript",
     ".ts": "torchscript",
     ".torchscript": "torchscript",
+    ".pt2": "aoti",
 }
 METADATA_KEY = "gradvis"
 
@@ -33,14 +35,20 @@ METADATA_KEY = "gradvis"
 def _format_of(path: Path, format: str | None) -> str:
     if format is not None:
         fmt = format.lower()
-        if fmt not in {"onnx", "torchscript"}:
-            raise ValueError(f"unknown export format {format!r}; choose 'onnx' or 'torchscript'")
+        if fmt not in {"onnx", "torchscript", "aoti"}:
+            raise ValueError(
+                f"unknown export format {format!r}; choose 'onnx', 'torchscript' or 'aoti'"
+            )
+        if fmt == "aoti" and path.suffix.lower() != ".pt2":
+            raise ValueError(
+                f"an AOTInductor package must end in .pt2, got {str(path)!r}; rename it"
+            )
         return fmt
     if path.suffix.lower() in FORMATS:
         return FORMATS[path.suffix.lower()]
     raise ValueError(
-        f"cannot tell the export format from the suffix of {str(path)!r}; use .onnx or .pt, "
-        "or pass format='onnx' / 'torchscript'"
+        f"cannot tell the export format from the suffix of {str(path)!r}; use .onnx or .pt "
+        "(.pt2 for AOTInductor), or pass format='onnx' / 'torchscript' / 'aoti'"
     )
 
 
@@ -67,6 +75,13 @@ def _layout(x: torch.Tensor) -> str:
     return "BCHW" if x.dim() == 4 else "BCTHW"
 
 
+def _clip_len(x: torch.Tensor) -> int | None:
+    """Frames per clip of a video input (None for images)."""
+    if x.dim() != 5:
+        return None
+    return int(x.shape[1] if x.dtype == torch.uint8 else x.shape[2])
+
+
 def artifact_metadata(
     explainer: Explainer,
     example_input: torch.Tensor,
@@ -86,6 +101,7 @@ def artifact_metadata(
         "outputs": outputs,
         "input_layout": _layout(example_input),
         "input_shape": ["B", *[int(s) for s in example_input.shape[1:]]],
+        "clip_len": _clip_len(example_input),
         "dynamic_axes": {name: [0] for name in names},
         "out_of_range": "a class outside [0, classes) (other than -1) gives a zero heatmap",
     }
@@ -116,14 +132,12 @@ def _save_onnx(
     path: Path,
     metadata: dict[str, object],
     opset: int,
+    profile: str | None = None,
 ) -> None:
     import onnx
 
-    batch = torch.export.Dim("batch", min=1, max=4096)
     with quiet():
-        program = torch.export.export(
-            gm, args, dynamic_shapes=tuple({0: batch} for _ in args), strict=False
-        )
+        program = _dynamic_program(gm, args)
         onnx_program = torch.onnx.export(
             program,
             args,
@@ -135,6 +149,17 @@ def _save_onnx(
             verify=False,
         )
     model = onnx_program.model_proto
+    if profile == "tensorrt":
+        from .tensorrt import rewrite_max_pool_backward, tensorrt_problems
+
+        rewrite_max_pool_backward(model)
+        problems = tensorrt_problems(model)
+        if problems:
+            raise ExportError(
+                "the graph has operators the TensorRT profile cannot keep ("
+                + "; ".join(problems[:5])
+                + "); export without profile='tensorrt' for onnxruntime"
+            )
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
     onnx.checker.check_model(model)
@@ -150,6 +175,39 @@ def _save_torchscript(gm: fx.GraphModule, path: Path, metadata: dict[str, object
         )
 
 
+def _dynamic_program(gm: fx.GraphModule, args: tuple[torch.Tensor, ...]):
+    """`torch.export` of the traced graph with a dynamic batch on every input."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    return torch.export.export(
+        gm, args, dynamic_shapes=tuple({0: batch} for _ in args), strict=False
+    )
+
+
+def _save_aoti(
+    gm: fx.GraphModule,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    metadata: dict[str, object],
+) -> None:
+    """AOTInductor package (.pt2); the metadata JSON rides in the package's metadata map
+    (`AOTIModelPackageLoader::get_metadata()["gradvis"]` in C++)."""
+    with quiet():
+        program = _dynamic_program(gm, args)
+        torch._inductor.aoti_compile_and_package(
+            program,
+            package_path=str(path),
+            inductor_configs={"aot_inductor.metadata": {METADATA_KEY: json.dumps(metadata)}},
+        )
+
+
+def load_aoti(path: Path):
+    """The compiled model of a .pt2 package (callable on tensors, `get_metadata()`)."""
+    import torch._inductor.package
+
+    with quiet():
+        return torch._inductor.package.load_package(str(path))
+
+
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 
@@ -162,6 +220,14 @@ def _runner(path: Path, fmt: str, names: list[str]) -> Runner:
         options.log_severity_level = 3
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return lambda feeds: session.run(None, feeds)
+    if fmt == "aoti":
+        compiled = load_aoti(path)
+
+        def run_aoti(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            with torch.inference_mode():
+                return [o.numpy() for o in compiled(*(torch.from_numpy(feeds[n]) for n in names))]
+
+        return run_aoti
     with quiet():
         module = torch.jit.load(str(path))
 
@@ -236,6 +302,8 @@ def export(
     *,
     opset: int = 20,
     check: bool = True,
+    metadata: dict[str, object] | None = None,
+    profile: str | None = None,
 ) -> Path:
     """Trace `explainer` into a forward-only graph and write it as one artifact.
 
@@ -243,12 +311,21 @@ def export(
     target's (`target` int64 (B,), -1 = argmax, for the default ClassTarget; `mask`,
     `reference`, `box`, `label` for the others).  Outputs: the fields of the explainer's output
     (`logits`, `heatmap`, ...).  With `check`, the artifact is run against eager before it is kept; the
-    file appears only when everything passed.
+    file appears only when everything passed.  `format="aoti"` writes an AOTInductor package
+    (.pt2, tens of seconds to compile; tied to this CPU's ISA and torch version).  `metadata`
+    adds JSON-serialisable fields to what the artifact records (e.g. `class_names`, `mean`,
+    `std`); gradvis_runtime reads them back as `rt.metadata`.  `profile="tensorrt"` (ONNX only)
+    keeps the graph to operators the TensorRT 10 ONNX parser supports (max-pool backward
+    without MaxPool's Indices output, no scatter) and refuses the export otherwise.
     """
     if not isinstance(explainer, Explainer):
         raise TypeError(f"export takes a gradvis explainer, got {type(explainer).__name__}")
     path = Path(path)
     fmt = _format_of(path, format)
+    if profile not in (None, "tensorrt"):
+        raise ValueError(f"unknown profile {profile!r}; the one profile is 'tensorrt'")
+    if profile == "tensorrt" and fmt != "onnx":
+        raise ValueError("profile='tensorrt' applies to ONNX exports; use a .onnx file")
     example_input = explainer.validate_input(example_input).detach()
     if example_input.is_floating_point():
         example_input = example_input.float()
@@ -274,10 +351,17 @@ def export(
             f"tracing {type(explainer).__name__} failed: {type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}"
         ) from error
-    metadata = artifact_metadata(explainer, example_input, inputs, outputs, fmt)
+    extra = dict(metadata or {})
+    try:
+        json.dumps(extra)
+    except TypeError as error:
+        raise ValueError(f"metadata must be JSON-serialisable: {error}") from error
+    metadata = {**artifact_metadata(explainer, example_input, inputs, outputs, fmt), **extra}
+    if profile:
+        metadata["profile"] = profile
 
     handle, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or "."
+        prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent or "."
     )
     os.close(handle)
     tmp = Path(tmp_name)
@@ -285,7 +369,11 @@ def export(
         try:
             if fmt == "onnx":
                 args = (x, *inputs.values())
-                _save_onnx(gm, args, list(explainer.input_names), outputs, tmp, metadata, opset)
+                _save_onnx(
+                    gm, args, list(explainer.input_names), outputs, tmp, metadata, opset, profile
+                )
+            elif fmt == "aoti":
+                _save_aoti(gm, (x, *inputs.values()), tmp, metadata)
             else:
                 _save_torchscript(gm, tmp, metadata)
         except GradvisError:

@@ -33,7 +33,37 @@ CONFIGS = {
     "x3d_s": ModelConfig("x3d_s", 13, 160, "blocks.4"),
     "x3d_m": ModelConfig("x3d_m", 16, 224, "blocks.4"),
     "slow_r50": ModelConfig("slow_r50", 8, 224, "blocks.4"),
+    # the shipped, trained model (X3D-XS on generated car-light clips); its clip length, size,
+    # classes and normalisation are read from the checkpoint's metadata
+    "carlights": ModelConfig("carlights", 6, 80, "blocks.4"),
 }
+
+ASSETS = Path(__file__).parent / "assets"
+#: shipped checkpoints: name -> file (written by `python -m gradvis_export.train`)
+SHIPPED = {"carlights": ASSETS / "carlights_x3d_xs.pt"}
+#: a short generated video the shipped model explains (`gradvis explain` with no arguments)
+SAMPLE_VIDEO = ASSETS / "carlights_sample.mp4"
+
+
+def shipped_meta(name: str = "carlights") -> dict:
+    """The metadata recorded with a shipped checkpoint: model, num_classes, clip_len, size,
+    class_names, mean, std, layer, seed, accuracy, ..."""
+    path = SHIPPED[name]
+    if not path.is_file():
+        raise InputError(
+            f"the shipped {name!r} checkpoint is missing ({path}): reinstall gradvis, or train it "
+            "with `python -m gradvis_export.train --out " + str(path) + "`"
+        )
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=True).get("meta")
+    except Exception as error:
+        raise InputError(
+            f"the shipped checkpoint {path} cannot be read safely ({type(error).__name__}): "
+            "reinstall gradvis or retrain it with gradvis_export.train"
+        ) from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path} has no 'meta' record; retrain it with gradvis_export.train")
+    return meta
 
 
 def config(name: str) -> ModelConfig:
@@ -41,6 +71,16 @@ def config(name: str) -> ModelConfig:
         close = difflib.get_close_matches(name, list(CONFIGS), n=3, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise InputError(f"unknown model {name!r}: choose one of {', '.join(CONFIGS)}{hint}")
+    if name in SHIPPED:
+        meta = shipped_meta(name)
+        return ModelConfig(
+            name,
+            int(meta["clip_len"]),
+            int(meta["size"]),
+            str(meta.get("layer", CONFIGS[name].layer)),
+            tuple(meta["mean"]),
+            tuple(meta["std"]),
+        )
     return CONFIGS[name]
 
 
@@ -52,8 +92,21 @@ def build(
     checkpoint: str | os.PathLike | None = None,
     seed: int = 0,
 ) -> nn.Module:
-    """The architecture `name` for clips of `clip_len` frames at `size`^2, in eval mode."""
+    """The architecture `name` for clips of `clip_len` frames at `size`^2, in eval mode.
+
+    A shipped model ("carlights") is its recorded architecture with its trained weights (or
+    `checkpoint`'s); its number of classes comes from the checkpoint."""
     cfg = config(name)
+    if name in SHIPPED:
+        meta = shipped_meta(name)
+        return build(
+            meta["model"],
+            int(meta["num_classes"]),
+            clip_len or cfg.clip_len,
+            size or cfg.size,
+            checkpoint if checkpoint is not None else SHIPPED[name],
+            seed,
+        )
     clip_len, size = clip_len or cfg.clip_len, size or cfg.size
     if size < 32 or (name == "slow_r50" and size % 32):
         raise InputError(

@@ -2,7 +2,9 @@
 
 A C++ or in-car caller then hands the artifact frames exactly as a decoder produces them:
 (B, T, H, W, 3) uint8 for video, (B, H, W, 3) for images.  The layout change, the scaling to
-[0, 1] and mean / std are graph operations.
+[0, 1] and mean / std are graph operations.  With `overlay=alpha` the artifact also returns
+the frames with the heatmap drawn on them (`overlay`, uint8, the frames' shape), so the caller
+needs no colormap code either.
 """
 
 from __future__ import annotations
@@ -13,17 +15,24 @@ from typing import NamedTuple
 import torch
 
 from .errors import InputError
-from .explainers.base import Explainer
+from .explainers.base import Explainer, normalize_per_sample, output_type
 
 
 class UInt8Input(Explainer):
-    """Wrap an explainer so that it takes uint8 RGB frames; everything else is the explainer's."""
+    """Wrap an explainer so that it takes uint8 RGB frames; everything else is the explainer's.
+
+    `overlay=alpha` adds the output `overlay`: the input frames blended with the colormapped
+    map (opacity alpha * map, as `gradvis_export.video.overlay.overlay`).  The map is the CAM
+    (`cam` for guided Grad-CAM), or for guided backprop the gradient's magnitude per pixel
+    scaled to [0, 1] per sample.
+    """
 
     def __init__(
         self,
         explainer: Explainer,
         mean: Sequence[float] = (0.45, 0.45, 0.45),
         std: Sequence[float] = (0.225, 0.225, 0.225),
+        overlay: float | None = None,
     ) -> None:
         if not isinstance(explainer, Explainer):
             raise TypeError(f"UInt8Input wraps a gradvis explainer, got {type(explainer).__name__}")
@@ -34,6 +43,9 @@ class UInt8Input(Explainer):
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32))
         if self.mean.shape != (3,) or self.std.shape != (3,) or bool((self.std <= 0).any()):
             raise InputError("mean and std need 3 values (R, G, B), std > 0")
+        if overlay is not None and not 0.0 <= float(overlay) <= 1.0:
+            raise InputError(f"overlay is the heatmap's opacity in [0, 1], got {overlay}")
+        self.alpha = None if overlay is None else float(overlay)
 
     def validate_input(self, x: object) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8:
@@ -59,7 +71,19 @@ class UInt8Input(Explainer):
         return self.preprocess(x)
 
     def forward(self, frames: torch.Tensor, *args: object, **kwargs: object) -> NamedTuple:
-        return self.explainer(self.preprocess(self.validate_input(frames)), *args, **kwargs)
+        out = self.explainer(self.preprocess(self.validate_input(frames)), *args, **kwargs)
+        if self.alpha is None:
+            return out
+        from .video.overlay import overlay_tensor
+
+        if "cam" in out._fields:
+            heat = out.cam
+        elif out.heatmap.dim() == frames.dim():  # guided backprop: (B, 3, [T,] H, W)
+            heat = normalize_per_sample(out.heatmap.abs().amax(dim=1))
+        else:
+            heat = out.heatmap
+        drawn = overlay_tensor(frames, heat, self.alpha)
+        return output_type((*out._fields, "overlay"))(*out, drawn)
 
     def metadata(self) -> dict[str, object]:
         return {
@@ -68,5 +92,6 @@ class UInt8Input(Explainer):
                 "input": "uint8 RGB",
                 "mean": self.mean.tolist(),
                 "std": self.std.tolist(),
+                **({"overlay_alpha": self.alpha} if self.alpha is not None else {}),
             },
         }

@@ -39,6 +39,18 @@ pytestmark = [
 
 # Independent reference values of the jet-like colormap's ends (blue -> ... -> dark red).
 HOT_RGB = np.array([0.5, 0.0, 0.0]) * 255.0  # colormap(1)
+# The whole map: these anchor colours at 0, 0.2, ..., 1, linear in between.
+ANCHORS = np.array(
+    [[0, 0, 0.5], [0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0], [0.5, 0, 0]], np.float64
+)
+
+
+def reference_overlay(frame: np.ndarray, heat: np.ndarray, alpha: float) -> np.ndarray:
+    """(1 - alpha h) frame + alpha h colour(h), rounded; colour by interpolating ANCHORS."""
+    h = np.clip(heat.astype(np.float64), 0, 1)
+    colour = np.stack([np.interp(h, np.linspace(0, 1, 6), ANCHORS[:, c]) for c in range(3)], -1)
+    w = alpha * h[..., None]
+    return np.clip(np.round((1 - w) * frame + w * colour * 255.0), 0, 255)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -195,6 +207,12 @@ def test_overlay_function_is_exact_alpha_blend():
         np.testing.assert_allclose(got[:, :4], np.clip(np.round(want_hot), 0, 255), atol=0.51)
         np.testing.assert_array_equal(got[:, 4:], frame[:, 4:])  # map 0: the frame, untouched
     np.testing.assert_array_equal(overlay(frame, heat, 0.0), frame)  # alpha 0: untouched
+    smooth = rng.random((6, 8)).astype(np.float32)
+    np.testing.assert_allclose(
+        overlay(frame, smooth, 0.7).astype(np.float64),
+        reference_overlay(frame, smooth, 0.7),
+        atol=1.0,  # a rounding tie may fall either way
+    )
     half = overlay(frame, np.full((6, 8), 0.5, np.float32), 0.8).astype(np.float64)
     want = (1 - 0.4) * frame + 0.4 * np.array([127.5, 255, 127.5])
     np.testing.assert_allclose(half, np.clip(np.round(want), 0, 255), atol=0.51)
@@ -548,6 +566,84 @@ def test_failure_keeps_an_existing_output_intact(video_97, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]
 
 
+def test_render_thread_failure_is_raised_and_leaves_no_output(video_97, tmp_path, monkeypatch):
+    """An error while rendering (on the render thread) stops the job with that error."""
+    from gradvis_export.video import pipeline
+
+    calls = []
+
+    def failing_overlay(frame, heat, alpha):
+        calls.append(1)
+        if len(calls) > 20:
+            raise MemoryError("overlay failed")
+        return frame
+
+    monkeypatch.setattr(pipeline, "overlay", failing_overlay)
+    with pytest.raises(MemoryError, match="overlay failed"):
+        explain_video(
+            video_97,
+            FakeBackend(16, 4),
+            options(),
+            out=tmp_path / "o.mp4",
+            sidecar=tmp_path / "o.json",
+            progress=False,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ordered_worker_runs_in_order_and_reraises():
+    from gradvis_export.video.worker import OrderedWorker
+
+    seen = []
+    with OrderedWorker(depth=2) as worker:
+        for i in range(50):
+            worker.submit(seen.append, i)
+    assert seen == list(range(50))
+
+    def boom(i):
+        if i == 3:
+            raise ValueError("item 3")
+        seen.append(i)
+
+    seen.clear()
+    with pytest.raises(ValueError, match="item 3"):
+        with OrderedWorker(depth=1) as worker:
+            for i in range(100):
+                worker.submit(boom, i)
+    assert seen == [0, 1, 2]  # nothing after the failure ran
+
+
+def test_prefetch_keeps_order_errors_and_stops_early():
+    from gradvis_export.video.worker import Prefetch
+
+    assert list(Prefetch(iter(range(100)), depth=3)) == list(range(100))
+
+    def failing():
+        yield from range(5)
+        raise VideoError("damaged after frame 5")
+
+    got = []
+    with pytest.raises(VideoError, match="frame 5"):
+        for item in Prefetch(failing(), depth=2):
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4]
+
+    closed = []
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.append(True)
+
+    with Prefetch(endless(), depth=4) as items:
+        assert [next(items) for _ in range(10)] == list(range(10))
+    assert closed == [True]  # the producer was closed (a decoder releases its file)
+
+
 # ----------------------------------------------------------------------------- 7. uint8 artifact
 
 
@@ -556,7 +652,7 @@ def uint8_artifact(tmp_path_factory):
     torch.manual_seed(0)
     model = models.build("x3d_xs", num_classes=5, clip_len=4, size=64)
     eager = gv.GradCAM(model, "blocks.4")
-    wrapped = UInt8Input(eager, mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
+    wrapped = UInt8Input(eager, mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), overlay=0.6)
     example = torch.randint(0, 256, (2, 4, 64, 64, 3), dtype=torch.uint8)
     path = gv.export(wrapped, example, tmp_path_factory.mktemp("art") / "u8.onnx")
     return path, eager
@@ -585,9 +681,32 @@ def test_uint8_artifact_matches_eager_float(uint8_artifact, batch):
     np.testing.assert_allclose(got["heatmap"], want_heat, atol=1e-4)
     np.testing.assert_allclose(got["logits"], want.logits.detach().numpy(), atol=1e-4)
     assert float(want_heat[0].max()) > 0  # not trivially zero
+    # the in-graph overlay: the frames blended with the colormapped heatmap
+    assert got["overlay"].dtype == np.uint8 and got["overlay"].shape == frames.shape
+    want_overlay = reference_overlay(frames, want_heat, 0.6)
+    assert np.abs(got["overlay"].astype(np.float64) - want_overlay).max() <= 1.0
+    assert (got["overlay"] != frames).any()
     # float frames are refused by a uint8 artifact
     with pytest.raises(ValueError):
         runtime.run(frames.astype(np.float32), target=target)
+
+
+def test_uint8_overlay_of_guided_backprop_uses_gradient_magnitude():
+    torch.manual_seed(1)
+    model = models.build("x3d_xs", num_classes=3, clip_len=4, size=32)
+    guided = gv.GuidedBackprop(model, activations="all")
+    frames = torch.randint(0, 256, (2, 4, 32, 32, 3), dtype=torch.uint8)
+    out = UInt8Input(guided, overlay=0.5)(frames, torch.tensor([0, 2]))
+    x = ((frames.float() / 255.0 - 0.45) / 0.225).permute(0, 4, 1, 2, 3)
+    grad = guided(x, torch.tensor([0, 2])).heatmap.numpy()
+    magnitude = np.abs(grad).max(axis=1)
+    for b in range(2):
+        m = magnitude[b]
+        heat = (m - m.min()) / (m.max() - m.min())
+        want = reference_overlay(frames[b].numpy(), heat, 0.5)
+        assert np.abs(out.overlay[b].numpy().astype(np.float64) - want).max() <= 1.0
+    with pytest.raises(InputError, match="opacity"):
+        UInt8Input(guided, overlay=1.5)
 
 
 # ----------------------------------------------------------------------------- 8. CLI
@@ -676,3 +795,26 @@ def test_cli_bad_video_is_one_line_exit_2(tmp_path, capsys):
         assert code == 2
         assert len(err) == 1 and err[0].startswith("gradvis: error: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mp4"]
+
+
+def test_cli_export_uint8_with_overlay_runs_like_eager(tmp_path, capsys):
+    out = tmp_path / "e.onnx"
+    args = ["--model", "x3d_xs", "--num-classes", "3", "--size", "32", "--clip-len", "4"]
+    assert cli.main(["export", *args, "--overlay", "0.5", "--out", str(out)]) == 2
+    assert "--uint8" in capsys.readouterr().err  # --overlay needs uint8 frames
+    code = cli.main(["export", *args, "--uint8", "--overlay", "0.5", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert cli.main(["info", str(out), "--json"]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["outputs"] == ["logits", "heatmap", "overlay"]
+    assert meta["input_specs"]["input"]["dtype"] == "uint8"
+    # the same random-init model (seed 0) in eager with float preprocessing
+    eager = gv.GradCAM(models.build("x3d_xs", 3, 4, 32), "blocks.4")
+    runtime = gradvis_runtime.load(out)
+    for batch in (1, 3):
+        frames = np.random.default_rng(batch).integers(0, 256, (batch, 4, 32, 32, 3), np.uint8)
+        x = ((torch.from_numpy(frames).float() / 255.0 - 0.45) / 0.225).permute(0, 4, 1, 2, 3)
+        want = eager(x, torch.full((batch,), -1)).heatmap.numpy()
+        got = runtime.run(frames)
+        np.testing.assert_allclose(got["heatmap"], want, atol=1e-4)
+        assert np.abs(got["overlay"] - reference_overlay(frames, want, 0.5)).max() <= 1.0

@@ -48,6 +48,32 @@ def check_input(x: object) -> torch.Tensor:
             f"the input has dtype {x.dtype}; explainers take floating-point input, "
             "e.g. x.float() / 255 followed by the model's normalisation"
         )
+    if x.numel() == 0:
+        raise InputError(f"the input has shape {tuple(x.shape)}: no values (a size is 0)")
+    if not is_tracing() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise InputError(
+            f"the input has {bad} NaN or infinite value(s) of {x.numel()}: a heatmap of them "
+            "would mean nothing; check the decoder and the normalisation (std > 0)"
+        )
+    return x
+
+
+def check_fits_model(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """The input's dtype and device must be the model's (else torch fails deep inside)."""
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if weight is None:
+        return x
+    if x.dtype != weight.dtype:
+        raise InputError(
+            f"the input is {x.dtype} but the model's weights are {weight.dtype}: convert one, "
+            f"e.g. x.to({weight.dtype})"
+        )
+    if x.device != weight.device:
+        raise InputError(
+            f"the input is on {x.device} but the model is on {weight.device}: move one, e.g. "
+            f"x.to('{weight.device}')"
+        )
     return x
 
 
@@ -153,7 +179,7 @@ class Explainer(nn.Module):
 
     def validate_input(self, x: object) -> torch.Tensor:
         """The explainer's input checked (wrappers taking other inputs override this)."""
-        return check_input(x)
+        return check_fits_model(check_input(x), self.model)
 
     def random_input(
         self, like: torch.Tensor, batch: int, generator: torch.Generator

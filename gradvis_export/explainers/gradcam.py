@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from ..errors import LayerError
 from ..layers import LayerSpec, resolve_layers
 from ..targets import Target
+from ..tokens import math_attention
 from .base import Explainer, gradients, normalize_per_sample, upsample_to
 
 
@@ -38,7 +41,9 @@ class BaseCAM(Explainer):
 
     A method overrides `channel_weights` (B, K), or `layer_map` when it is not a channel
     weighting.  With several target layers, the per-layer maps (normalised when `normalize`)
-    are averaged, as pytorch-grad-cam does.
+    are averaged, as pytorch-grad-cam does.  `reshape` maps a layer's output to (B, K, *S)
+    before anything else (e.g. `TokenGrid()` for ViT tokens); it must be linear, since it is
+    applied to the gradient too.
     """
 
     method = "cam"
@@ -50,10 +55,28 @@ class BaseCAM(Explainer):
         target_layer: LayerSpec | Sequence[LayerSpec],
         normalize: bool = True,
         target: Target | None = None,
+        *,
+        reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__(model, target)
         self.layers = resolve_layers(model, target_layer)
         self.normalize = normalize
+        self.reshape = reshape
+
+    def forward_context(self) -> contextlib.AbstractContextManager:
+        return math_attention()  # attention's backward as plain ops: exportable
+
+    def reshaped(self, x: torch.Tensor, tensors: list) -> list:
+        """Layer outputs (or their gradients) as (B, K, *S): `reshape` applied when given."""
+        if self.reshape is not None:
+            return [t if t is None else self.reshape(t) for t in tensors]
+        for (name, _), t in zip(self.layers, tensors):
+            if t is not None and t.dim() == 3 and x.dim() == 4:
+                raise LayerError(
+                    f"layer {name!r} outputs {tuple(t.shape)}, transformer tokens (B, N, D) rather "
+                    "than a (B, C, H, W) map; pass reshape=gradvis_export.tokens.TokenGrid()"
+                )
+        return tensors
 
     def channel_weights(
         self, activation: torch.Tensor, grad: torch.Tensor, ctx: LayerContext
@@ -86,7 +109,7 @@ class BaseCAM(Explainer):
             grads, _ = gradients(scores.sum(), activations, names, retain_graph=retain_graph)
         else:
             grads = [None] * len(activations)
-        return output, scores, activations, grads
+        return output, scores, self.reshaped(x, activations), self.reshaped(x, grads)
 
     def cam(self, x, output, inputs, scores, activations, grads) -> torch.Tensor:
         resolved = self.target.resolve(output, inputs)
@@ -108,6 +131,7 @@ class BaseCAM(Explainer):
             **super().metadata(),
             "target_layer": [name for name, _ in self.layers],
             "normalize": self.normalize,
+            **({"reshape": getattr(self.reshape, "metadata", dict)()} if self.reshape else {}),
         }
 
 

@@ -31,7 +31,7 @@ def _open(path: Path):
         raise VideoError(f"{str(path)!r} is a folder; pass a video file (.mp4, .avi, .mkv, ...)")
     try:
         container = av.open(str(path))
-    except (av.error.FFmpegError, UnicodeDecodeError) as error:
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
         raise VideoError(
             f"{str(path)!r} is not a video ffmpeg can read ({type(error).__name__}); pass an "
             ".mp4 / .avi / .mkv / .webm file"
@@ -50,9 +50,17 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         count = int(stream.frames) if stream.frames else None
-        return VideoInfo(path, stream.width, stream.height, float(rate), count)
+        width, height, fps = int(stream.width), int(stream.height), float(rate)
+    except Exception as error:  # a damaged header: no codec context, absurd rates, ...
+        raise VideoError(
+            f"{str(path)!r} has a video stream ffmpeg cannot describe ({type(error).__name__}); "
+            "the file is damaged or not a supported video"
+        ) from None
     finally:
         container.close()
+    if width <= 0 or height <= 0 or not fps > 0:
+        raise VideoError(f"{str(path)!r} declares a {width}x{height} video at {fps} fps: damaged")
+    return VideoInfo(path, width, height, fps, count)
 
 
 def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
@@ -70,7 +78,8 @@ def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
         for frame in container.decode(video=0):
             count += 1
             yield frame.to_ndarray(format="rgb24")
-    except av.error.FFmpegError as error:
+    except (av.error.FFmpegError, ValueError, AttributeError, TypeError) as error:
+        # FFmpeg's errors, and PyAV's when a damaged stream yields frames it cannot convert
         if count == 0:
             raise VideoError(f"{str(path)!r} could not be decoded: {error}") from None
         raise VideoError(f"{str(path)!r} is damaged after frame {count}: {error}") from None

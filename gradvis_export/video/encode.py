@@ -11,8 +11,19 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def mp4_writer(path: str | os.PathLike, fps: float, width: int, height: int) -> Iterator:
-    """Yield `write(frame_rgb_uint8)`; the file appears at `path` only when the block succeeds."""
+def mp4_writer(
+    path: str | os.PathLike,
+    fps: float,
+    width: int,
+    height: int,
+    preset: str = "veryfast",
+    crf: int = 23,
+) -> Iterator:
+    """Yield `write(frame_rgb_uint8)`; the file appears at `path` only when the block succeeds.
+
+    x264's `veryfast` preset encodes ~3x faster than its default (`medium`) at a similar size
+    for these mostly static overlays; `crf` is x264's quality (lower = better, 23 its default).
+    """
     import av
 
     path = Path(path)
@@ -23,6 +34,7 @@ def mp4_writer(path: str | os.PathLike, fps: float, width: int, height: int) -> 
     try:
         stream = container.add_stream("libx264", rate=round(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": preset, "crf": str(crf)}
 
         def write(frame: np.ndarray) -> None:
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")

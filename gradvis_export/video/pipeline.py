@@ -23,7 +23,8 @@ from ..errors import InputError, VideoError
 from .clips import Clip, FrameAverager, SlidingClips
 from .decode import probe, read_frames
 from .encode import mp4_writer
-from .overlay import draw_boxes, hot_boxes, overlay, signed_image
+from .overlay import draw_boxes, frame_boxes, overlay, signed_image
+from .worker import OrderedWorker, Prefetch
 
 #: clip (1, 3, T, S, S) float32 normalised, or (1, T, S, S, 3) uint8 -> named outputs
 Backend = Callable[[np.ndarray, int], dict[str, np.ndarray]]
@@ -54,8 +55,11 @@ class VideoSummary:
     height: int = 0
     fps: float = 0.0
     outputs: list[str] = field(default_factory=list)
+    # decode (+ resize), explain, render: time the main loop spent in each (decode and render
+    # run on background threads: theirs is the time the loop waited for them); render_work:
+    # the render thread's own time (overlay, boxes, encode, JSON)
     seconds: dict[str, float] = field(
-        default_factory=lambda: {"decode": 0.0, "explain": 0.0, "render": 0.0}
+        default_factory=lambda: {"decode": 0.0, "explain": 0.0, "render": 0.0, "render_work": 0.0}
     )
 
 
@@ -176,9 +180,14 @@ def explain_video(
                 tqdm(total=info.frames, unit="frame", desc="explaining", dynamic_ncols=True)
             )
 
+        # the MP4 is opened on the first frame (its size depends on the panel); its context
+        # closes after the render thread stopped (exit order is the reverse of entry)
+        mp4_stack = stack.enter_context(contextlib.ExitStack())
+        worker = stack.enter_context(OrderedWorker())
+
         def render(frame_index: int, values: dict[str, np.ndarray], clip_ids: list[int]) -> None:
+            """Overlay, boxes, encode and JSON of one frame, on the render thread."""
             nonlocal write_mp4
-            t0 = time.perf_counter()
             frame = originals.pop(frame_index)
             h, w = frame.shape[:2]
             heat = (
@@ -189,7 +198,9 @@ def explain_video(
                 .numpy()
             )
             image = overlay(frame, heat, options.alpha)
-            boxes = hot_boxes(heat, options.box_threshold) if options.boxes or json_file else []
+            boxes = []
+            if options.boxes or json_file is not None:
+                boxes = frame_boxes(values["map"], w, h, options.box_threshold)
             if options.boxes:
                 image = draw_boxes(image, boxes)
             if options.panel:
@@ -202,7 +213,7 @@ def explain_video(
             if out_path is not None:
                 if write_mp4 is None:
                     ih, iw = image.shape[:2]
-                    write_mp4 = stack.enter_context(
+                    write_mp4 = mp4_stack.enter_context(
                         mp4_writer(out_path, info.fps, iw + iw % 2, ih + ih % 2)
                     )
                 even = image
@@ -227,7 +238,6 @@ def explain_video(
                 comma = ",\n" if frame_index else ""
                 json_file.write(comma + json.dumps(entry))
             summary.frames += 1
-            summary.seconds["render"] += time.perf_counter() - t0
             if bar is not None:
                 bar.update(1)
 
@@ -258,18 +268,17 @@ def explain_video(
                 }
             )
 
-        frames = read_frames(video)
-        while True:
-            t0 = time.perf_counter()
-            frame = next(frames, None)
-            summary.seconds["decode"] += time.perf_counter() - t0
-            if frame is None:
-                break
+        def decoded() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for frame in read_frames(video):
+                yield frame, resize_frame(frame, options.size)
+
+        frames = stack.enter_context(Prefetch(decoded()))
+        for frame, small in frames:
             originals[clips.count] = frame
-            for clip in clips.push(resize_frame(frame, options.size)):
+            for clip in clips.push(small):
                 run_clip(clip)
             for entry in averager.pop_before(clips.final_before):
-                render(*entry)
+                worker.submit(render, *entry)
         for clip in clips.finish():
             run_clip(clip)
         if clips.padded:
@@ -278,7 +287,11 @@ def explain_video(
                 f"{options.clip_len}: padded by repeating the last frame {clips.padded} time(s)"
             )
         for entry in averager.pop_before(clips.count):
-            render(*entry)
+            worker.submit(render, *entry)
+        worker.join()
+        summary.seconds["decode"] = frames.waited
+        summary.seconds["render"] = worker.waited
+        summary.seconds["render_work"] = worker.busy
         if summary.frames == 0:
             raise VideoError(f"{str(video)!r} has no frames")
         summary.clips, summary.padded = clips.clips, clips.padded

@@ -1,0 +1,151 @@
+"""Background threads of the video job: decoding runs ahead (`Prefetch`) and rendering and
+encoding run behind (`OrderedWorker`) while the main thread explains clips.
+
+Queues are bounded (memory stays flat: at most `depth` frames wait); an error in a thread is
+raised in the main thread; leaving the `with` block on an error drops the waiting work and
+stops the thread before the caller's files are cleaned up.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class OrderedWorker:
+    """`submit(fn, *args)` runs `fn(*args)` on the worker thread, in submission order."""
+
+    def __init__(self, depth: int = 16, name: str = "gradvis-render") -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._cancelled = False
+        self.waited = 0.0  # seconds the caller blocked (a full queue, the final drain)
+        self.busy = 0.0  # seconds the worker spent running calls
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None or self._cancelled:
+                continue
+            fn, args = item
+            start = time.perf_counter()
+            try:
+                fn(*args)
+            except BaseException as error:  # re-raised in the caller's thread
+                self._error = error
+            self.busy += time.perf_counter() - start
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._cancelled = True
+            raise error
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        self._raise()
+        start = time.perf_counter()
+        self._queue.put((fn, args))
+        self.waited += time.perf_counter() - start
+
+    def join(self) -> None:
+        """Wait until every submitted call ran; raise the first error one of them raised."""
+        if self._thread.is_alive():
+            start = time.perf_counter()
+            self._queue.put(None)
+            self._thread.join()
+            self.waited += time.perf_counter() - start
+        self._raise()
+
+    def cancel(self) -> None:
+        """Drop the calls not yet started and stop the thread (after the running one)."""
+        self._cancelled = True
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def __enter__(self) -> OrderedWorker:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self.join()
+        else:
+            self.cancel()
+
+
+class Prefetch(Generic[T]):
+    """Iterate `items` on a background thread, `depth` items ahead (decoding and resizing the
+    next frames while the current clip is explained).  Errors surface at the same position of
+    the iteration as without prefetching; `close()` stops the thread early."""
+
+    _END = object()
+
+    def __init__(self, items: Iterable[T], depth: int = 8, name: str = "gradvis-decode") -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self.waited = 0.0  # seconds the consumer blocked on an empty queue
+        self._thread = threading.Thread(target=self._loop, args=(items,), name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _loop(self, items: Iterable[T]) -> None:
+        try:
+            for item in items:
+                if not self._put((True, item)):
+                    return
+        except BaseException as error:  # re-raised in the consumer's thread, in order
+            self._put((False, error))
+            return
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        self._put((True, self._END))
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        start = time.perf_counter()
+        ok, item = self._queue.get()
+        self.waited += time.perf_counter() - start
+        if not ok:
+            self.close()
+            raise item
+        if item is self._END:
+            self.close()
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,203 @@
+"""The embedded default: the car-light generator, training, and the shipped model's quality.
+
+Every expectation is computed here from pixels, labels or plain autograd: lamp boxes are
+checked against the pixels that change when lamps switch, accuracy against the generator's
+labels, Grad-CAM's hottest pixel against the lamp boxes, and the randomisation check against
+a rank correlation from scipy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gradvis_export as gv
+from gradvis_export import models, train
+from gradvis_export.datasets import CLASS_NAMES, make_batch, make_clip
+
+STRONG = 100  # a pixel "changes" when a lamp switches if some channel moves by > 100/255
+
+
+def inside(boxes: np.ndarray, height: int, width: int, grow: float = 1.0) -> np.ndarray:
+    """(H, W) bool: pixel centres inside any of the (K, 4) boxes grown by `grow` pixels."""
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    mask = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in boxes:
+        mask |= (xs > x0 - grow) & (xs < x1 + grow) & (ys > y0 - grow) & (ys < y1 + grow)
+    return mask
+
+
+def test_generator_is_deterministic_and_seeded():
+    a, b, c = make_clip(123), make_clip(123), make_clip(124)
+    assert a.frames.dtype == np.uint8 and a.frames.shape == (6, 112, 112, 3)
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.boxes, b.boxes)
+    assert a.label == b.label
+    assert not np.array_equal(a.frames, c.frames)
+    video, labels, boxes = make_batch(range(40), frames=6, size=(64, 96))
+    assert video.shape == (40, 6, 64, 96, 3) and labels.dtype == np.int64
+    assert set(labels) == set(range(len(CLASS_NAMES)))  # every class is drawn
+    assert all(b.shape[0] == 6 and b.shape[2] == 4 for b in boxes)
+    with pytest.raises(ValueError, match="not a class"):
+        make_clip(0, label=len(CLASS_NAMES))
+
+
+@pytest.mark.parametrize("seed", [3, 11, 29])
+@pytest.mark.parametrize("label", [1, 2, 3, 4])
+def test_boxes_cover_the_lamps_that_switch(seed, label):
+    """Against the same scene with every lamp off, the strongly changed pixels lie in the lamp
+    boxes; the class's own lamps are lit (most of their box changes) in some frame and, for a
+    blinker, dark in another one; boxes follow the camera shake."""
+    kw = dict(noise=False, jitter=False, distractors=False)
+    off, on = make_clip(seed, label=0, **kw), make_clip(seed, label=label, **kw)
+    assert on.label == label and off.label == 0
+    assert np.array_equal(off.boxes[:, :2], on.boxes[:, :2]) if label == 1 else True
+    height, width = on.frames.shape[1:3]
+    all_lamps, headlights = off.boxes[0], off.boxes[0][:2]
+    changed = np.abs(on.frames.astype(int) - off.frames.astype(int)).max(-1) > STRONG
+    lamp_area = inside(all_lamps, height, width)
+    assert not (changed & ~lamp_area).any()  # nothing strong outside the lamps
+    assert changed.any()
+    lit = []  # per deciding box: share of its pixels that changed, per frame
+    for k in range(on.boxes.shape[1]):
+        box = inside(on.boxes[0, k : k + 1], height, width, grow=-1.0)
+        lit.append(changed[:, box].mean(1))
+    lit = np.array(lit)
+    assert (lit.max(1) > 0.5).all()  # each deciding lamp is lit in some frame
+    if label >= 2:  # a blink: dark in some frame; beyond the headlights, only these lamps
+        assert (lit.min(1) < 0.05).all()
+        rest = changed & ~inside(headlights, height, width) & ~inside(on.boxes[0], height, width)
+        assert not rest.any()
+    shaken = make_clip(seed, label=label)  # with camera shake the boxes move, by < 10 %
+    moved = np.abs(shaken.boxes - shaken.boxes[:1]).max()
+    assert 0 < moved < 0.1 * width
+
+
+def test_a_few_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    model = models.build(train.MODEL, len(CLASS_NAMES), 4, 48).train()
+    video, labels, _ = make_batch(range(500, 508), frames=4, size=48)
+    x, y = train.to_input(video), torch.from_numpy(labels)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(6):
+        loss = F.cross_entropy(model(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+# --------------------------------------------------------------------- the shipped model
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    meta = models.shipped_meta("carlights")
+    model = models.build("carlights")
+    seeds = list(train.TEST_SEEDS)  # never used in training (train seeds start at 1e6)
+    assert max(seeds) < train.TRAIN_SEED_BASE
+    labels = [i % len(CLASS_NAMES) for i in range(len(seeds))]  # balanced
+    video, labels, boxes = make_batch(seeds, meta["clip_len"], meta["size"], labels)
+    return model, meta, video, labels, boxes
+
+
+def test_shipped_assets_load_safely_and_fit_the_budget():
+    path = models.SHIPPED["carlights"]
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    meta = state["meta"]
+    assert meta["class_names"] == list(CLASS_NAMES) and meta["num_classes"] == len(CLASS_NAMES)
+    assert meta["accuracy"] >= 0.95 and meta["model"] == "x3d_xs"
+    assert models.SAMPLE_VIDEO.is_file()
+    total = path.stat().st_size + models.SAMPLE_VIDEO.stat().st_size
+    assert total <= 15e6, total
+    # the loader stays strict: a checkpoint for another head is refused with the fix named
+    with pytest.raises(gv.InputError, match="--num-classes"):
+        models.build("x3d_xs", 7, meta["clip_len"], meta["size"], checkpoint=path)
+
+
+def test_shipped_model_accuracy_on_fresh_clips(shipped):
+    model, meta, video, labels, _ = shipped
+    with torch.no_grad():
+        predicted = torch.cat([model(train.to_input(video[i : i + 25])) for i in (0, 25)])
+    accuracy = float((predicted.argmax(1).numpy() == labels).mean())
+    assert accuracy >= 0.95, accuracy
+
+
+def pointing_game(heatmaps: np.ndarray, boxes: list[np.ndarray], tolerance: float) -> float:
+    """Share of frames whose hottest pixel lies within `tolerance` px of a deciding lamp box."""
+    hits = []
+    for heat, clip_boxes in zip(heatmaps, boxes, strict=True):
+        for t in range(heat.shape[0]):
+            y, x = np.unravel_index(np.argmax(heat[t]), heat[t].shape)
+            x0, y0, x1, y1 = clip_boxes[t].T
+            dx = np.maximum(np.maximum(x0 - (x + 0.5), (x + 0.5) - x1), 0)
+            dy = np.maximum(np.maximum(y0 - (y + 0.5), (y + 0.5) - y1), 0)
+            hits.append(bool((np.hypot(dx, dy) <= tolerance).any()))
+    return float(np.mean(hits))
+
+
+def gradcam_maps(model, meta, video) -> np.ndarray:
+    cam = gv.GradCAM(model, meta["layer"])
+    maps = [cam(train.to_input(video[i : i + 10])).heatmap.detach() for i in range(0, 50, 10)]
+    return torch.cat(maps).numpy()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known miss: the shipped 80 px model's Grad-CAM (3x3 map at blocks.4) points at a "
+    "lamp in ~0.2 of frames (BENCHMARKS.md, Quality); needs a higher-resolution retrain",
+)
+def test_gradcam_points_at_the_lamps(shipped):
+    model, meta, video, labels, boxes = shipped
+    heat = gradcam_maps(model, meta, video)
+    assert heat.shape == video.shape[:4]
+    score = pointing_game(heat, boxes, tolerance=POINTING_TOLERANCE * meta["size"])
+    assert score >= 0.8, score
+
+
+def test_cascading_randomisation_changes_the_maps(shipped):
+    """Adebayo et al.: re-initialise the weights from the head down; at full randomisation the
+    map's rank correlation with the trained model's must be low."""
+    from scipy.stats import spearmanr
+
+    model, meta, video, _, _ = shipped
+    clips = video[:10]
+    original = gradcam_maps_n(model, meta, clips)
+    random = models.build("x3d_xs", meta["num_classes"], meta["clip_len"], meta["size"], seed=1)
+    randomised = gradcam_maps_n(random, meta, clips)
+    rho = [spearmanr(a.ravel(), b.ravel())[0] for a, b in zip(original, randomised, strict=True)]
+    rho = np.nan_to_num(np.asarray(rho))
+    assert np.mean(np.abs(rho)) < 0.5, rho
+
+
+def gradcam_maps_n(model, meta, video) -> np.ndarray:
+    cam = gv.GradCAM(model, meta["layer"])
+    return cam(train.to_input(video)).heatmap.detach().numpy()
+
+
+POINTING_TOLERANCE = 1 / 16  # of the frame side (Zhang et al. use 15 px on ~224 px images)
+
+
+def test_cli_default_explains_the_shipped_sample(tmp_path, monkeypatch):
+    """`gradvis explain` with no arguments: the shipped sample, the shipped model, labelled
+    frames; the sample goes through headlights, left, right, hazard, off (12 frames each)."""
+    import json
+
+    from gradvis_export import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["explain", "--out", "lights.mp4", "--quiet"]) == 0
+    sidecar = json.loads((tmp_path / "lights.json").read_text())
+    assert sidecar["model"] == "carlights" and len(sidecar["frames"]) == 60
+    order = [CLASS_NAMES[i] for i in train.SAMPLE_LABELS]
+    middle = [f for f in sidecar["frames"] if f["frame"] % 12 in (5, 6)]  # inside a segment
+    right = [f["label"] == order[f["frame"] // 12] for f in middle]
+    assert np.mean(right) >= 0.8, [(f["frame"], f["label"]) for f in middle]
+    assert (tmp_path / "lights.mp4").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["explain", "--num-classes", "x"])
+    code = cli.main(["explain", "--num-classes", "7", "--out", "o.mp4", "--quiet"])
+    assert code == 2 and not (tmp_path / "o.mp4").exists()

@@ -1,0 +1,46 @@
+"""Runs the atheris fuzzers of tests/fuzz/ for a bounded time (GRADVIS_FUZZ_SECONDS, default
+20 s each): no crash, hang or exception other than the documented error types."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("atheris", reason="atheris (the fuzzing engine) is in the dev extra")
+
+ROOT = Path(__file__).resolve().parent.parent
+SECONDS = int(os.environ.get("GRADVIS_FUZZ_SECONDS", "20"))
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("target", ["fuzz_video.py"])
+def test_fuzzer_finds_no_crash(target, tmp_path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "runtime")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "fuzz" / target),
+            f"-max_total_time={SECONDS}",
+            "-timeout=30",  # one input decoding for 30 s is a hang
+            f"-artifact_prefix={tmp_path}/",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=SECONDS + 120,
+    )
+    log = done.stderr[-4000:]
+    assert done.returncode == 0, f"the fuzzer failed (crash input in {tmp_path}):\n{log}"
+    runs = re.search(r"Done (\d+) runs", done.stderr)
+    assert runs and int(runs.group(1)) >= 50, log  # it did explore inputs
+    print(f"{target}: {runs.group(1)} inputs in {SECONDS} s, no crash")

@@ -1,0 +1,184 @@
+"""Property-based tests (hypothesis): every public explainer, over input shapes, batch sizes,
+targets (in range, -1, out of range), NaN/Inf and all-zero inputs, either returns finite,
+correctly shaped outputs or raises a documented error type (`gradvis_export.errors`) whose
+message names the problem.
+
+The models are tiny seeded CNNs (2-D and 3-D) so that hypothesis can try many inputs.  The
+reference for `-1` (argmax) is the model's own logits, computed here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import gradvis_export as gv
+from gradvis_export.errors import GradvisError, InputError
+
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning")]
+
+K = 4  # classes
+CAM_METHODS = [
+    gv.GradCAM,
+    gv.GradCAMPlusPlus,
+    gv.XGradCAM,
+    gv.HiResCAM,
+    gv.GradCAMElementWise,
+    gv.LayerCAM,
+    gv.EigenCAM,
+    gv.EigenGradCAM,
+    gv.ScoreCAM,
+    gv.AblationCAM,
+]
+GRADIENT_METHODS = [
+    gv.GradCAM,
+    gv.GradCAMPlusPlus,
+    gv.XGradCAM,
+    gv.HiResCAM,
+    gv.GradCAMElementWise,
+    gv.LayerCAM,
+    gv.EigenGradCAM,
+]
+ALL = [*CAM_METHODS, gv.GuidedBackprop, gv.GuidedGradCAM]
+PROPERTY = settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,  # the same examples on every run: CI stays reproducible
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+def tiny(dims: int) -> nn.Module:
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    pool = nn.AdaptiveAvgPool2d if dims == 2 else nn.AdaptiveAvgPool3d
+    torch.manual_seed(dims)
+    return nn.Sequential(
+        conv(3, 6, 3, padding=1),
+        nn.ReLU(),
+        conv(6, 8, 3, padding=1, stride=2),
+        nn.ReLU(),
+        pool(1),
+        nn.Flatten(),
+        nn.Linear(8, K),
+    ).eval()
+
+
+MODELS = {2: tiny(2), 3: tiny(3)}
+
+
+def make(cls, model: nn.Module) -> gv.Explainer:
+    if cls is gv.GuidedBackprop:
+        return cls(model)
+    if cls in (gv.ScoreCAM, gv.AblationCAM):
+        return cls(model, "3", chunk_size=3)
+    return cls(model, "3")
+
+
+@st.composite
+def batches(draw, dims: int) -> torch.Tensor:
+    b = draw(st.integers(1, 3))
+    spatial = [draw(st.integers(4, 12)) for _ in range(dims)]
+    seed = draw(st.integers(0, 2**16))
+    scale = draw(st.sampled_from([1e-3, 1.0, 50.0]))
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((b, 3, *spatial), generator=g) * scale
+
+
+def check_output(out, x: torch.Tensor, cls) -> None:
+    assert out.logits.shape == (x.shape[0], K)
+    assert torch.isfinite(out.logits).all()
+    guided = cls in (gv.GuidedBackprop, gv.GuidedGradCAM)  # a gradient image: x's shape
+    assert out.heatmap.shape == (x.shape if guided else (x.shape[0], *x.shape[2:]))
+    assert torch.isfinite(out.heatmap).all()
+    cam = out.cam if cls is gv.GuidedGradCAM else out.heatmap
+    if cls is not gv.GuidedBackprop:  # CAMs are normalised per sample
+        assert cam.shape == (x.shape[0], *x.shape[2:])
+        assert torch.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+@PROPERTY
+@given(data=st.data())
+def test_any_valid_input_gives_finite_maps_of_the_right_shape(cls, dims, data):
+    model = MODELS[dims]
+    x = data.draw(batches(dims))
+    targets = data.draw(st.lists(st.integers(-1, K - 1), min_size=x.shape[0], max_size=x.shape[0]))
+    explainer = make(cls, model)
+    out = explainer(x, torch.tensor(targets))
+    check_output(out, x, cls)
+    # -1 means the model's argmax, computed here from the model itself
+    with torch.no_grad():
+        argmax = model(x).argmax(dim=1)
+    explicit = torch.where(torch.tensor(targets) < 0, argmax, torch.tensor(targets))
+    again = explainer(x, explicit)
+    torch.testing.assert_close(again.heatmap, out.heatmap, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+@PROPERTY
+@given(x=batches(2), bad=st.one_of(st.integers(K, 1000), st.integers(-1000, -2)))
+def test_out_of_range_targets_are_refused_with_the_valid_range(cls, x, bad):
+    targets = torch.zeros(x.shape[0], dtype=torch.int64)
+    targets[-1] = bad
+    with pytest.raises(InputError, match=rf"out of range.*{K} classes.*-1"):
+        make(cls, MODELS[2])(x, targets)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+@PROPERTY
+@given(
+    x=batches(3),
+    value=st.sampled_from([float("nan"), float("inf"), float("-inf")]),
+    where=st.floats(0, 1, exclude_max=True),
+)
+def test_nan_or_inf_anywhere_is_refused(cls, x, value, where):
+    flat = x.flatten()
+    flat[int(where * flat.numel())] = value
+    with pytest.raises(InputError, match="NaN or infinite"):
+        make(cls, MODELS[3])(flat.view_as(x))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_all_zero_input_gives_finite_maps(cls, dims):
+    x = torch.zeros(2, 3, *([6] * dims))
+    check_output(make(cls, MODELS[dims])(x), x, cls)
+
+
+@pytest.mark.parametrize("cls", GRADIENT_METHODS, ids=lambda c: c.__name__)
+def test_all_zero_gradient_gives_an_all_zero_map(cls):
+    """Class 0's logit does not depend on the layer (its fc row is zero): d logit / d A = 0."""
+    model = tiny(2)
+    with torch.no_grad():
+        model[6].weight[0] = 0.0
+    x = torch.randn(3, 3, 10, 10)
+    out = make(cls, model)(x, torch.zeros(3, dtype=torch.int64))
+    assert torch.isfinite(out.heatmap).all()
+    assert (out.heatmap == 0).all()
+
+
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (torch.randn(2, 3, 8, 8, dtype=torch.float64), "float64 but the model's weights"),
+        (torch.randn(2, 3, 8, 8).half(), "float16 but the model's weights"),
+        (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "floating-point"),
+        (torch.randn(3, 8, 8), "rank 3"),
+        (torch.randn(2, 3, 0, 8), "no values"),
+        ([torch.randn(1, 3, 8, 8)], "multi-input"),
+    ],
+    ids=["float64", "float16", "uint8", "rank3", "empty", "list"],
+)
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_bad_input_types_name_the_fix(cls, x, match):
+    with pytest.raises(InputError, match=match):
+        make(cls, MODELS[2])(x)
+
+
+def test_errors_are_one_family():
+    """Callers catch every documented failure with one `except GradvisError`."""
+    assert issubclass(InputError, GradvisError) and issubclass(InputError, ValueError)

@@ -1,0 +1,108 @@
+"""gradvis_runtime on every backend against eager autograd: onnxruntime, TorchScript,
+AOTInductor and the C++ library through the pybind11 bridge, for a 2-D net and X3D-XS, at
+batch sizes other than the export's (2), with per-sample targets and -1 = argmax (rtol 1e-4).
+Plus the metadata written at export, read back by every backend."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import runtime_cases as rc
+
+import gradvis_export as gv
+import gradvis_runtime
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+# (format of the file, backend that runs it)
+RUNS = [
+    ("onnx", "onnxruntime"),
+    ("torchscript", "torchscript"),
+    ("aoti", "aoti"),
+    ("torchscript", "cpp"),
+    ("aoti", "cpp"),
+]
+
+
+@pytest.mark.parametrize("case", list(rc.CASES))
+@pytest.mark.parametrize(("fmt", "backend"), RUNS)
+def test_backend_matches_eager(case, fmt, backend):
+    rt = gradvis_runtime.load(rc.artifact(case, fmt), backend=backend, threads=2)
+    assert rt.backend == backend
+    for batch, seed in ((1, 21), (3, 22)):
+        x, target = rc.sample(case, batch, seed)
+        rc.assert_close(rt.run(x, target), rc.eager(case, x, target), f"{case} {backend} b{batch}")
+
+
+@pytest.mark.parametrize("case", list(rc.CASES))
+def test_metadata_round_trips(case):
+    shape = list(rc._SHAPES[case][1:])
+    want = {
+        "method": "gradcam",
+        "gradvis_version": gv.__version__,
+        "inputs": ["input", "target"],
+        "outputs": ["logits", "heatmap"],
+        "input_shape": ["B", *shape],
+        "input_layout": "BCHW" if len(shape) == 3 else "BCTHW",
+        "clip_len": None if len(shape) == 3 else shape[1],
+        "class_names": rc.CLASS_NAMES[case],
+        "input_specs": {
+            "input": {"dtype": "float32", "shape": ["B", *shape]},
+            "target": {"dtype": "int64", "shape": ["B"], "default": -1},
+        },
+    }
+    read = {}
+    for fmt, backend in RUNS:
+        meta = gradvis_runtime.load(rc.artifact(case, fmt), backend=backend).metadata
+        for key, value in want.items():
+            got = meta[key]
+            if key == "input_specs":
+                got = {
+                    name: {k: v for k, v in spec.items() if k != "doc"}
+                    for name, spec in got.items()
+                }
+            assert got == value, f"{backend} ({fmt}): {key}"
+        assert meta["format"] == fmt
+        read[backend, fmt] = meta
+    # the C++ library's own parse of the specs agrees with the JSON
+    from gradvis_runtime import _cpp
+
+    for fmt in ("torchscript", "aoti"):
+        specs = _cpp.Explainer(str(rc.artifact(case, fmt))).input_specs
+        assert specs == [
+            ("input", "float32", [-1, *shape], None),
+            ("target", "int64", [-1], -1.0),
+        ]
+        assert (
+            json.loads(_cpp.Explainer(str(rc.artifact(case, fmt))).metadata_json)
+            == (read["cpp", fmt])
+        )
+
+
+def test_errors_are_clear(tmp_path):
+    rt = gradvis_runtime.load(rc.artifact("net2d", "aoti"))
+    x, _ = rc.sample("net2d", 2, 0)
+    with pytest.raises(ValueError, match=r"takes \('B', 3, 32, 32\)"):
+        rt.run(x[:, :2])
+    with pytest.raises(ValueError, match="no input 'mask'"):
+        rt.run(x, mask=np.ones((2, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="target has shape"):
+        rt.run(x, target=np.array([1, 2, 3]))
+    with pytest.raises(FileNotFoundError, match="no artifact"):
+        gradvis_runtime.load(tmp_path / "missing.pt2")
+    with pytest.raises(ValueError, match="unknown backend"):
+        gradvis_runtime.load(rc.artifact("net2d", "aoti"), backend="tensorrt")
+    with pytest.raises(ValueError, match="backend='onnxruntime'"):
+        gradvis_runtime.load(rc.artifact("net2d", "onnx"), backend="cpp")
+    with pytest.raises(ValueError, match=r"must end in \.pt2"):
+        gv.export(rc.explainer("net2d"), rc.sample("net2d", 2, 0)[0], tmp_path / "a.pt", "aoti")
+    assert not list(tmp_path.iterdir())
