@@ -106,3 +106,38 @@ def test_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match=r"must end in \.pt2"):
         gv.export(rc.explainer("net2d"), rc.sample("net2d", 2, 0)[0], tmp_path / "a.pt", "aoti")
     assert not list(tmp_path.iterdir())
+
+
+def test_damaged_artifacts_are_refused_with_a_clear_error(tmp_path):
+    """Truncated files and damaged metadata: a ValueError that names the file, not a trace
+    from inside onnxruntime or NumPy (tests/fuzz/fuzz_artifact.py explores many more)."""
+    import json
+
+    import onnx
+    import torch
+    from torch import nn
+
+    import gradvis_export as gv
+    import gradvis_runtime
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 3),
+    ).eval()  # fmt: skip
+    good = gv.export(gv.GradCAM(model, "1"), torch.randn(2, 3, 8, 8), tmp_path / "good.onnx")
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated.onnx.*not a valid onnxruntime artifact"):
+        gradvis_runtime.load(truncated)
+    proto = onnx.load(good)
+    for entry in proto.metadata_props:
+        if entry.key == "gradvis":
+            meta = json.loads(entry.value)
+            meta["input_specs"]["input"]["dtype"] = "float33"
+            entry.value = json.dumps(meta)
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(proto, damaged)
+    with pytest.raises(ValueError, match="damaged gradvis metadata.*float33"):
+        gradvis_runtime.load(damaged)

@@ -8,6 +8,7 @@ Independent of `gradvis_export`.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -40,6 +41,58 @@ def load(
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     backend = backend or SUFFIXES.get(path.suffix.lower())
+    try:
+        metadata, run = _open(path, backend, providers, threads)
+    except (ImportError, FileNotFoundError):
+        raise
+    except ValueError as error:
+        if not isinstance(error, json.JSONDecodeError):
+            raise
+        raise ValueError(f"{str(path)!r} has damaged gradvis metadata ({error})") from None
+    except Exception as error:  # the backend could not parse the file
+        raise ValueError(
+            f"{str(path)!r} is not a valid {backend} artifact ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200] if str(error) else 'unreadable'}); the file is "
+            "damaged or truncated: export it again"
+        ) from None
+    problem = metadata_problem(metadata)
+    if problem:
+        raise ValueError(f"{str(path)!r} has damaged gradvis metadata: {problem}; export it again")
+    return Explainer(path, backend, metadata, run)
+
+
+def metadata_problem(metadata: object) -> str | None:
+    """What is wrong with an artifact's metadata, in the fields `run` relies on (None: fine)."""
+    import numpy as np
+
+    if not isinstance(metadata, dict):
+        return "not a JSON object"
+    for key in ("inputs", "outputs"):
+        names = metadata.get(key, [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return f"{key!r} is not a list of names"
+    shape = metadata.get("input_shape")
+    if shape is not None and (
+        not isinstance(shape, list) or not all(isinstance(d, (int, str)) for d in shape)
+    ):
+        return "'input_shape' is not a list of sizes"
+    specs = metadata.get("input_specs", {})
+    if not isinstance(specs, dict) or not all(isinstance(v, dict) for v in specs.values()):
+        return "'input_specs' is not a mapping of input name -> spec"
+    for name, spec in specs.items():
+        try:
+            np.dtype(spec.get("dtype", "float32"))
+        except TypeError:
+            return f"input {name!r} has the unknown dtype {spec.get('dtype')!r}"
+        if not isinstance(spec.get("shape", []), list):
+            return f"input {name!r} has a shape that is not a list"
+        default = spec.get("default")
+        if default is not None and not isinstance(default, (int, float)):
+            return f"input {name!r} has a default that is not a number"
+    return None
+
+
+def _open(path: Path, backend: str | None, providers, threads):
     if backend == "onnxruntime":
         metadata, run = onnxruntime_backend(path, providers, threads)
     elif backend == "torchscript":
@@ -58,4 +111,4 @@ def load(
             f"cannot tell the backend of {str(path)!r}; pass backend='onnxruntime', "
             "'torchscript', 'aoti' or 'cpp'"
         )
-    return Explainer(path, backend, metadata, run)
+    return metadata, run
