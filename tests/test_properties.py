@@ -9,6 +9,7 @@ reference for `-1` (argmax) is the model's own logits, computed here.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -182,3 +183,60 @@ def test_bad_input_types_name_the_fix(cls, x, match):
 def test_errors_are_one_family():
     """Callers catch every documented failure with one `except GradvisError`."""
     assert issubclass(InputError, GradvisError) and issubclass(InputError, ValueError)
+
+
+# ----------------------------------------------------------------------------- runtimes
+
+
+@pytest.fixture(scope="module")
+def onnx_runtime(tmp_path_factory):
+    import gradvis_runtime
+
+    explainer = gv.GradCAM(MODELS[2], "3")
+    path = gv.export(explainer, torch.randn(2, 3, 12, 12), tmp_path_factory.mktemp("p") / "c.onnx")
+    return explainer, gradvis_runtime.load(path, threads=1)
+
+
+@PROPERTY
+@given(
+    batch=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
+def test_runtime_matches_eager_for_any_batch_and_targets(onnx_runtime, batch, seed, data):
+    explainer, runtime = onnx_runtime
+    x = torch.randn((batch, 3, 12, 12), generator=torch.Generator().manual_seed(seed))
+    targets = data.draw(st.lists(st.integers(-1, K - 1), min_size=batch, max_size=batch))
+    got = runtime.run(x.numpy(), target=targets)
+    want = explainer(x, torch.tensor(targets))
+    np.testing.assert_allclose(got["logits"], want.logits.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["heatmap"], want.heatmap.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@PROPERTY
+@given(shape=st.lists(st.integers(1, 14), min_size=1, max_size=6))
+def test_runtime_refuses_other_shapes_with_the_expected_one(onnx_runtime, shape):
+    _, runtime = onnx_runtime
+    if len(shape) == 4 and shape[1:] == [3, 12, 12]:
+        return  # that one is valid
+    with pytest.raises(ValueError, match=r"input has shape.*takes"):
+        runtime.run(np.zeros(shape, np.float32))
+
+
+def test_one_runtime_from_eight_threads_gives_each_caller_its_answer(onnx_runtime):
+    from concurrent.futures import ThreadPoolExecutor
+
+    explainer, runtime = onnx_runtime
+    inputs = [
+        torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(i)) for i in range(8)
+    ]
+    want = [explainer(x).heatmap.numpy() for x in inputs]
+
+    def call(i: int) -> np.ndarray:
+        return [runtime.run(inputs[i].numpy())["heatmap"] for _ in range(20)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(8)))
+    for i, outs in enumerate(results):
+        for out in outs:
+            np.testing.assert_allclose(out, want[i], rtol=1e-4, atol=1e-4)

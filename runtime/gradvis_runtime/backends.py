@@ -30,6 +30,12 @@ def onnxruntime_backend(path: Path, providers: list[str] | None, threads: int | 
     """onnxruntime with the asked providers, else TensorRT / CUDA / CPU as available."""
     import onnxruntime as ort
 
+    try:
+        import onnx
+    except ImportError:  # the checker is optional: the runtime needs only onnxruntime
+        onnx = None
+    if onnx is not None:  # a damaged or hand-edited graph is refused before onnxruntime parses it
+        onnx.checker.check_model(str(path))
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
