@@ -34,14 +34,8 @@ CAM_METHODS = [
     gv.ScoreCAM,
     gv.AblationCAM,
 ]
-GRADIENT_METHODS = [
-    gv.GradCAM,
-    gv.GradCAMPlusPlus,
-    gv.XGradCAM,
-    gv.HiResCAM,
-    gv.GradCAMElementWise,
-    gv.LayerCAM,
-    gv.EigenGradCAM,
+GRADIENT_METHODS = [  # the CAMs weighted by gradients (a zero gradient must give a zero map)
+    m for m in CAM_METHODS if m not in (gv.EigenCAM, gv.ScoreCAM, gv.AblationCAM)
 ]
 ALL = [*CAM_METHODS, gv.GuidedBackprop, gv.GuidedGradCAM]
 PROPERTY = settings(
