@@ -38,6 +38,11 @@ setup(
     extras_require={
         "video": ["torchvision", "pytorchvideo>=0.1.5", "av", "imageio", "imageio-ffmpeg", "scipy", "pillow"],
         "clip": ["open_clip_torch>=3.0", "ftfy"],
+        # `gradvis batch`: the video job's packages, and Ray for `--ray ADDRESS`
+        "ray": ["ray==2.60.0"],
+        "batch": ["av", "scipy", "pillow", "ray==2.60.0"],
+        # a client for the model repository `gradvis triton-repo` writes
+        "triton": ["tritonclient[grpc]==2.73.0"],
         "dev": [
             "torchvision",
             "pytorchvideo>=0.1.5",
@@ -53,6 +58,8 @@ setup(
             "psutil",
             "hypothesis",
             "atheris",
+            "ray==2.60.0",
+            "tritonclient[grpc]==2.73.0",
             "pytest",
             "ruff",
         ],

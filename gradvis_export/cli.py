@@ -3,8 +3,11 @@
     gradvis explain [VIDEO] [--model x3d_xs --checkpoint PATH] --out out.mp4 [--gif out.gif]
     gradvis export --model x3d_xs --method gradcam --format onnx --out explainer.onnx
     gradvis info explainer.onnx
+    gradvis batch --input videos/ --artifact explainer.onnx --out results/ [--ray auto]
+    gradvis triton-repo --artifact explainer.onnx --out model_repository/
 
-Errors are one line on stderr and exit code 2 (bad input) or 1 (anything else).
+Errors are one line on stderr and exit code 2 (bad input) or 1 (anything else); `batch` exits
+1 when any video failed (each is listed in OUT/manifest.jsonl with its error).
 """
 
 from __future__ import annotations
@@ -135,10 +138,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.artifact is not None:
         backend = ArtifactBackend(args.artifact, threads=args.threads)
         shape = backend.input_shape or []
-        clip_len = args.clip_len or (shape[1] if len(shape) == 5 else cfg.clip_len)
-        size = args.size or (shape[-1] if len(shape) == 5 else cfg.size)
-        if backend.uint8_input and len(shape) == 5:
-            clip_len, size = args.clip_len or shape[1], args.size or shape[2]
+        # the clip length and size the artifact was exported for: uint8 (B, T, S, S, 3) or
+        # float (B, 3, T, S, S)
+        clip_len, size = cfg.clip_len, cfg.size
+        if len(shape) == 5:
+            clip_len, size = (shape[1], shape[2]) if backend.uint8_input else (shape[2], shape[3])
+        clip_len, size = args.clip_len or clip_len, args.size or size
         backend.check(clip_len, size)
         uint8 = backend.uint8_input
         meta = {"method": backend.runtime.metadata.get("method"), "artifact": str(args.artifact)}
@@ -205,8 +210,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         example = torch.randint(0, 256, (2, clip_len, size, size, 3), dtype=torch.uint8)
     else:
         example = torch.randn(2, 3, clip_len, size, size)
-    path = export(explainer, example, args.out, format=args.format)
+    precision = "fp16" if args.fp16 else "fp32"
+    path = export(explainer, example, args.out, format=args.format, precision=precision)
     print(f"wrote {path}", file=sys.stderr)
+    error = describe(path).get("fp16_error") if args.fp16 else None
+    for name, value in (error or {}).items():
+        if isinstance(value, dict) and "max_abs" in value:
+            print(
+                f"fp16 vs fp32 {name}: max abs diff {value['max_abs']:.3g}, relative L2 "
+                f"{value['rel_l2']:.3g} ({error['samples']} samples, {error['measured_on']})",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -234,6 +248,48 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  input   {name}: {spec.get('dtype', '?')} {tuple(spec.get('shape', []))}")
     for name in meta.get("outputs", []):
         print(f"  output  {name}")
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import MANIFEST, BatchSettings, run_batch
+
+    settings = BatchSettings(
+        artifact=args.artifact,
+        out_dir=args.out,
+        stride=args.stride,
+        target=args.target,
+        alpha=args.alpha,
+        boxes=args.boxes,
+        json_only=args.json_only,
+        workers=args.workers,
+        threads=args.threads,
+        ray=args.ray,
+        limit=args.limit,
+    )
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+    report = run_batch(args.input, settings, log=log)
+    print(
+        f"{report.total} videos: {report.ok} explained, {report.skipped} skipped (done before), "
+        f"{report.failed} failed; {report.workers} {report.runner} workers x {report.threads} "
+        f"threads, {report.seconds:.1f} s; manifest {args.out / MANIFEST}",
+        file=sys.stderr,
+    )
+    return 1 if report.failed else 0
+
+
+def cmd_triton_repo(args: argparse.Namespace) -> int:
+    from .triton import write_repository
+
+    folder = write_repository(
+        args.artifact,
+        args.out,
+        name=args.name,
+        backend=args.backend,
+        max_batch_size=args.max_batch_size,
+        force=args.force,
+    )
+    print(f"wrote {folder} (config.pbtxt, 1/, gradvis.json)", file=sys.stderr)
     return 0
 
 
@@ -288,12 +344,54 @@ def parser() -> argparse.ArgumentParser:
         metavar="ALPHA",
         help="with --uint8: also output the frames with the heatmap drawn on them (opacity ALPHA)",
     )
+    exp.add_argument(
+        "--fp16",
+        action="store_true",
+        help="float16 weights and activations inside (float32 interface); prints the error vs fp32",
+    )
     exp.set_defaults(run=cmd_export)
 
     info = sub.add_parser("info", help="inputs, outputs, method and layer of an artifact")
     info.add_argument("artifact", type=Path)
     info.add_argument("--json", action="store_true")
     info.set_defaults(run=cmd_info)
+
+    batch = sub.add_parser("batch", help="explain many videos (a process pool, or Ray)")
+    batch.add_argument(
+        "--input", required=True, help="a folder, a glob pattern, a .txt list or a video"
+    )
+    batch.add_argument("--artifact", type=Path, required=True, help="an exported video explainer")
+    batch.add_argument("--out", type=Path, required=True, help="folder for outputs + manifest")
+    batch.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: a cluster address (auto, ray://host:10001) or 'local'",
+    )
+    batch.add_argument("--workers", type=int, default=None, help="processes / Ray actors")
+    batch.add_argument("--threads", type=int, default=None, help="threads per worker")
+    batch.add_argument("--stride", type=int, default=None, help="frames between clip starts")
+    batch.add_argument("--target", type=int, default=-1, help="class to explain (-1: predicted)")
+    batch.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity")
+    batch.add_argument("--boxes", action="store_true", help="boxes around the hottest regions")
+    batch.add_argument("--json-only", action="store_true", help="sidecars only, no MP4s")
+    batch.add_argument("--limit", type=int, default=None, help="only the first N videos")
+    batch.add_argument("--quiet", action="store_true", help="no line per video")
+    batch.set_defaults(run=cmd_batch)
+
+    triton = sub.add_parser("triton-repo", help="a Triton Inference Server model repository")
+    triton.add_argument("--artifact", type=Path, required=True, help=".onnx or TorchScript .pt")
+    triton.add_argument("--out", type=Path, required=True, help="the model repository folder")
+    triton.add_argument("--name", default=None, help="model name (default: the artifact's stem)")
+    triton.add_argument(
+        "--backend",
+        choices=["onnxruntime", "tensorrt", "pytorch"],
+        default=None,
+        help="onnxruntime (default for .onnx), tensorrt (ONNX Runtime + TensorRT), pytorch (.pt)",
+    )
+    triton.add_argument("--max-batch-size", type=int, default=8, help="0: no batching")
+    triton.add_argument("--force", action="store_true", help="replace an existing model folder")
+    triton.set_defaults(run=cmd_triton_repo)
     return root
 
 
@@ -303,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return args.run(args)
-    except (GradvisError, FileNotFoundError, ValueError) as error:
+    except (GradvisError, FileNotFoundError, PermissionError, ValueError) as error:
         print(f"gradvis: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -22,24 +22,30 @@ from .mode import is_tracing
 class TokenGrid:
     """(B, prefix + H*W, D) tokens -> (B, D, H, W); the first `prefix` tokens (class) dropped.
 
-    `grid` = (H, W); None means square, inferred from the token count.  `batch_first=False` for
+    `grid` = (H, W), or (T, H, W) for video tokens (B, prefix + T*H*W, D) -> (B, D, T, H, W);
+    None means a square 2-D grid, inferred from the token count.  `batch_first=False` for
     (L, B, D) layouts (older open_clip / OpenAI CLIP).
     """
 
     def __init__(
-        self, grid: tuple[int, int] | None = None, prefix: int = 1, batch_first: bool = True
+        self,
+        grid: tuple[int, ...] | None = None,
+        prefix: int = 1,
+        batch_first: bool = True,
     ) -> None:
-        self.grid = tuple(grid) if grid is not None else None
+        if grid is not None and (len(grid) not in (2, 3) or min(int(g) for g in grid) < 1):
+            raise LayerError(f"grid is (H, W) or (T, H, W) of positive sizes, got {grid!r}")
+        self.grid = tuple(int(g) for g in grid) if grid is not None else None
         self.prefix = int(prefix)
         self.batch_first = batch_first
 
-    def grid_of(self, tokens: int) -> tuple[int, int]:
+    def grid_of(self, tokens: int) -> tuple[int, ...]:
         patches = tokens - self.prefix
         if self.grid is not None:
-            if self.grid[0] * self.grid[1] != patches:
+            if math.prod(self.grid) != patches:
                 raise LayerError(
                     f"the layer has {patches} patch tokens (after {self.prefix} prefix token(s)), "
-                    f"which is not a {self.grid[0]}x{self.grid[1]} grid; pass the right grid"
+                    f"which is not a {'x'.join(map(str, self.grid))} grid; pass the right grid"
                 )
             return self.grid
         side = math.isqrt(max(patches, 0))
@@ -57,9 +63,9 @@ class TokenGrid:
             )
         if not self.batch_first:
             t = t.transpose(0, 1)
-        h, w = self.grid_of(t.shape[1])
+        grid = self.grid_of(t.shape[1])
         patches = t[:, self.prefix :]
-        return patches.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
+        return patches.transpose(1, 2).reshape(t.shape[0], t.shape[2], *grid)
 
     def metadata(self) -> dict[str, object]:
         return {"type": "TokenGrid", "grid": self.grid, "prefix": self.prefix}

@@ -15,44 +15,50 @@ from torch._subclasses.fake_tensor import FakeTensor
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from .errors import ExportError
-from .explainers.base import Explainer
+from .explainers.base import Explainer, Inputs, each_input, first_input
 from .mode import tracing
 from .rules import export_rules
 
 
-def example_batch(x: torch.Tensor, batch: int = 2) -> torch.Tensor:
+def example_batch(x: Inputs, batch: int = 2) -> Inputs:
     """An example with at least `batch` samples: a batch-1 trace would fix the batch size to 1."""
+    if isinstance(x, (list, tuple)):
+        return [example_batch(t, batch) for t in x]
     if x.shape[0] >= batch:
         return x
     reps = -(-batch // x.shape[0])
     return x.repeat(reps, *([1] * (x.dim() - 1)))[:batch]
 
 
-def example_inputs(explainer: Explainer, x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+def example_inputs(explainer: Explainer, x: Inputs, seed: int = 0) -> dict[str, torch.Tensor]:
     """Values of the target's inputs (`target`, `mask`, ...) for `x`, drawn from the target."""
     names = explainer.target.input_names
     if not names:
         return {}
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        output = explainer.model(explainer.model_input(x))
-    return {
-        name: explainer.target.example(name, x.shape[0], x, output, generator) for name in names
-    }
+        output = explainer.run_model(explainer.model_input(x))
+    batch = first_input(x).shape[0]
+    return {name: explainer.target.example(name, batch, x, output, generator) for name in names}
 
 
-def trace(explainer: Explainer, example_input: torch.Tensor) -> fx.GraphModule:
+def trace(explainer: Explainer, example_input: Inputs) -> fx.GraphModule:
     """Record forward and rewritten backward of `explainer(input, *target inputs)` as one aten
-    graph whose placeholders are named `explainer.input_names`.
+    graph whose placeholders are named `explainer.input_names_for(example_input)`.
 
-    The batch dimension stays symbolic; rules make every backward op a forward one.
+    A multi-input list becomes one graph input per tensor (`input_0`, `input_1`, ...).  The
+    batch dimension stays symbolic; rules make every backward op a forward one.
     """
-    x = example_batch(example_input.detach())
+    x = example_batch([t.detach() for t in each_input(example_input)])
+    multi = isinstance(example_input, (list, tuple))
+    x = x if multi else x[0]
     extra = example_inputs(explainer, x)
-    names = explainer.input_names
+    names = explainer.input_names_for(x)
+    count = len(each_input(x))
 
     def run(*tensors: torch.Tensor):
-        return tuple(explainer(tensors[0], **dict(zip(names[1:], tensors[1:]))))
+        given = list(tensors[:count]) if multi else tensors[0]
+        return tuple(explainer(given, **dict(zip(names[count:], tensors[count:]))))
 
     with tracing(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -61,18 +67,18 @@ def trace(explainer: Explainer, example_input: torch.Tensor) -> fx.GraphModule:
             decomposition_table=export_rules(),
             tracing_mode="symbolic",
             _allow_non_fake_inputs=True,
-        )(*_fake_inputs([x, *extra.values()], names))
+        )(*fake_inputs([*each_input(x), *extra.values()], names))
     name_inputs(gm, names)
     simplify_as_strided(gm)
     drop_detach(gm)
     fold_constants(gm)
     fold_channel_scales(gm)
     eliminate_common_subexpressions(gm)
-    check_input_used(gm)
+    check_input_used(gm, names[:count])
     return gm
 
 
-def _fake_inputs(tensors: list[torch.Tensor], names: tuple[str, ...]) -> list[torch.Tensor]:
+def fake_inputs(tensors: list[torch.Tensor], names: tuple[str, ...]) -> list[torch.Tensor]:
     """Fake inputs whose batch is symbolic and whose other dims are fixed.
 
     With every dim symbolic, shape expressions of the spatial sizes grow until simple patterns
@@ -111,11 +117,13 @@ def name_inputs(gm: fx.GraphModule, names: tuple[str, ...]) -> fx.GraphModule:
     return gm
 
 
-def check_input_used(gm: fx.GraphModule) -> None:
-    """The `input` placeholder must feed the graph, or the artifact ignores its input."""
+def check_input_used(gm: fx.GraphModule, names: tuple[str, ...] = ("input",)) -> None:
+    """The data placeholders (`input`, or `input_0`, ...) must feed the graph, or the artifact
+    ignores an input."""
     for node in gm.graph.nodes:
-        if node.op == "placeholder" and node.name == "input" and not node.users:
-            raise ExportError("the traced graph does not use its input: the model ignored x")
+        if node.op == "placeholder" and node.name in names and not node.users:
+            what = "its input" if names == ("input",) else f"its input {node.name!r}"
+            raise ExportError(f"the traced graph does not use {what}: the model ignored it")
 
 
 def _op_name(target: object) -> str:
@@ -152,9 +160,7 @@ def forward_op_of(backward_op: str) -> str:
     return name.removesuffix("_backward")
 
 
-def layers_calling(
-    model: torch.nn.Module, x: torch.Tensor, op_names: set[str]
-) -> dict[str, list[str]]:
+def layers_calling(model: torch.nn.Module, x: Inputs, op_names: set[str]) -> dict[str, list[str]]:
     """Which layers of `model` call the aten ops `op_names` in a forward on `x`."""
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.module_tracker import ModuleTracker
@@ -176,12 +182,12 @@ def layers_calling(
 
     with torch.no_grad(), tracker, Record(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model(x)
+        model(list(x) if isinstance(x, (list, tuple)) else x)  # a fresh list: models write in it
     return found
 
 
 def check_forward_only(
-    gm: fx.GraphModule, model: torch.nn.Module | None = None, example: torch.Tensor | None = None
+    gm: fx.GraphModule, model: torch.nn.Module | None = None, example: Inputs | None = None
 ) -> fx.GraphModule:
     """Raise ExportError if a backward op or a fake constant is left in the graph.
 
@@ -291,12 +297,12 @@ def fold_constants(gm: fx.GraphModule) -> fx.GraphModule:
                     graph.erase_node(node)
                     env[new] = value
     graph.eliminate_dead_code()
-    _drop_unused_attributes(gm)
+    drop_unused_attributes(gm)
     gm.recompile()
     return gm
 
 
-def _drop_unused_attributes(gm: fx.GraphModule) -> None:
+def drop_unused_attributes(gm: fx.GraphModule) -> None:
     used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
     for name in list(dict(gm.named_buffers(recurse=False))) + list(
         dict(gm.named_parameters(recurse=False))
@@ -470,7 +476,7 @@ def fold_channel_scales(gm: fx.GraphModule) -> fx.GraphModule:
         node.args = (data, new_node, *node.args[2:])
         gm.graph.erase_node(scaled)
     gm.graph.eliminate_dead_code()
-    _drop_unused_attributes(gm)
+    drop_unused_attributes(gm)
     gm.recompile()
     return gm
 

@@ -1,11 +1,13 @@
 """The C++ build's contracts: the README's C++ example is the file CI compiles, a machine
-without CMake still installs the Python packages, and backend="cpp" without the extension says
-how to build it."""
+without CMake still installs the Python packages, backend="cpp" without the extension says
+how to build it, and an installed library is found by another project's
+`find_package(gradvis)`."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -63,3 +65,44 @@ def test_cpp_backend_without_extension_says_how_to_build(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "backend='cpp' needs the compiled extension gradvis_runtime._cpp" in result.stdout
     assert "--no-build-isolation" in result.stdout
+
+
+def test_find_package_from_an_install_prefix(tmp_path):
+    """`cmake --install` of the build pip made, then a separate project (tests/cpp_consumer)
+    configured with only CMAKE_PREFIX_PATH: it finds gradvis, compiles the README's usage
+    example against the installed header, links, and runs it on a .pt2 fixture (7 classes,
+    32x32 input: logits [2, 7], heatmap [2, 32, 32])."""
+    import runtime_cases as rc
+
+    build = ROOT / "build" / "cpp"
+    assert (build / "cmake_install.cmake").is_file(), "no C++ build: pip install builds it"
+    cmake = shutil.which("cmake")
+    prefix, consumer = tmp_path / "prefix", tmp_path / "consumer"
+
+    def run(*command: str) -> None:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, f"{' '.join(command)}:\n{(done.stdout + done.stderr)[-3000:]}"
+
+    run(cmake, "--install", str(build), "--prefix", str(prefix))
+    assert (prefix / "include" / "gradvis" / "gradvis.h").is_file()
+    run(
+        cmake,
+        "-S",
+        str(ROOT / "tests" / "cpp_consumer"),
+        "-B",
+        str(consumer),
+        f"-DCMAKE_PREFIX_PATH={prefix}",
+        f"-DGRADVIS_CONSUMER_SOURCE={ROOT / 'cpp' / 'examples' / 'usage.cpp'}",
+        "-DCMAKE_BUILD_TYPE=Release",
+    )
+    cache = (consumer / "CMakeCache.txt").read_text()
+    assert f"gradvis_DIR:PATH={prefix}" in cache  # the install, not the build tree
+    run(cmake, "--build", str(consumer), "-j", "2")
+    done = subprocess.run(
+        [str(consumer / "consumer"), str(rc.artifact("net2d", "aoti"))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[2, 7] [2, 32, 32]"

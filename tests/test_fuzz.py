@@ -1,5 +1,7 @@
 """Runs the atheris fuzzers of tests/fuzz/ for a bounded time (GRADVIS_FUZZ_SECONDS, default
-20 s each): no crash, hang or exception other than the documented error types."""
+20 s each): no crash, hang or exception other than the documented error types.  The artifact
+fuzzer shares its time among ONNX, TorchScript and AOTInductor files (its first input byte
+picks the format); its .pt2 seed is the runtime tests' package, compiled here once."""
 
 from __future__ import annotations
 
@@ -24,6 +26,12 @@ def test_fuzzer_finds_no_crash(target, tmp_path):
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "runtime")]),
         "OMP_NUM_THREADS": "1",
     }
+    if target == "fuzz_artifact.py":  # the .pt2 seed: compiled once, not in the fuzzer's time
+        sys.path.insert(0, str(ROOT / "tests"))
+        import runtime_cases as rc
+
+        rc.artifact("net2d", "aoti")
+        env["GRADVIS_ARTIFACT_DIR"] = str(rc.artifact_dir())
     done = subprocess.run(
         [
             sys.executable,

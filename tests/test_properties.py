@@ -9,12 +9,18 @@ reference for `-1` (argmax) is the model's own logits, computed here.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import runtime_cases as rc
 
 import gradvis_export as gv
 from gradvis_export.errors import GradvisError, InputError
@@ -234,3 +240,80 @@ def test_one_runtime_from_eight_threads_gives_each_caller_its_answer(onnx_runtim
     for i, outs in enumerate(results):
         for out in outs:
             np.testing.assert_allclose(out, want[i], rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------- the torch runtimes (TorchScript, AOTInductor, C++)
+
+#: (format of the file, backend that runs it); the files are the runtime tests' 2-D net
+TORCH_RUNS = [
+    ("torchscript", "torchscript"),
+    ("aoti", "aoti"),
+    ("torchscript", "cpp"),
+    ("aoti", "cpp"),
+]
+RUNTIME_PROPERTY = settings(PROPERTY, max_examples=6)
+NET2D = list(rc._SHAPES["net2d"][1:])  # (3, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def torch_runtimes():
+    import gradvis_runtime
+
+    return {
+        (fmt, backend): gradvis_runtime.load(rc.artifact("net2d", fmt), backend=backend, threads=1)
+        for fmt, backend in TORCH_RUNS
+    }
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load's deprecation
+@pytest.mark.parametrize(("fmt", "backend"), TORCH_RUNS)
+@RUNTIME_PROPERTY
+@given(batch=st.integers(1, 4), seed=st.integers(0, 2**16), data=st.data())
+def test_torch_runtimes_match_eager_for_any_batch_and_targets(
+    torch_runtimes, fmt, backend, batch, seed, data
+):
+    classes = len(rc.CLASS_NAMES["net2d"])
+    x, _ = rc.sample("net2d", batch, seed)
+    targets = data.draw(st.lists(st.integers(-1, classes - 1), min_size=batch, max_size=batch))
+    targets = np.array(targets, dtype=np.int64)
+    got = torch_runtimes[fmt, backend].run(x, targets)
+    assert got["logits"].shape == (batch, classes)
+    assert got["heatmap"].shape == (batch, *NET2D[1:])
+    for name, value in got.items():
+        assert np.isfinite(value).all(), f"{backend} ({fmt}): {name} is not finite"
+    rc.assert_close(got, rc.eager("net2d", x, targets), f"{backend} ({fmt}) batch {batch}")
+
+
+@st.composite
+def wrong_shapes(draw) -> list[int]:
+    """Shapes near the artifact's (a size changed, a dimension dropped or added) or any."""
+    good = [draw(st.integers(1, 3)), *NET2D]
+    how = draw(st.sampled_from(["size", "drop", "add", "any"]))
+    if how == "size":
+        axis = draw(st.integers(0, len(good) - 1))
+        good[axis] = draw(st.integers(1, 40))
+    elif how == "drop":
+        del good[draw(st.integers(0, len(good) - 1))]
+    elif how == "add":
+        good.insert(draw(st.integers(0, len(good))), draw(st.integers(1, 3)))
+    else:
+        good = draw(st.lists(st.integers(1, 34), min_size=1, max_size=6))
+    assume(len(good) != 4 or good[1:] != NET2D)  # any batch size is valid
+    return good
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load's deprecation
+@pytest.mark.parametrize(("fmt", "backend"), TORCH_RUNS)
+@RUNTIME_PROPERTY
+@given(shape=wrong_shapes())
+def test_torch_runtimes_refuse_other_shapes_with_the_expected_one(
+    torch_runtimes, fmt, backend, shape
+):
+    runtime = torch_runtimes[fmt, backend]
+    x = np.zeros(shape, np.float32)
+    expected = r"input has shape \(.*\); this artifact takes \(%s3, 32, 32\)"
+    with pytest.raises(ValueError, match=expected % "'B', "):
+        runtime.run(x)
+    if backend == "cpp":  # the C++ library checks too, without the Python checks in front
+        with pytest.raises(ValueError, match=expected % "B, "):
+            runtime._run({"input": x, "target": np.full(shape[0], -1, np.int64)})

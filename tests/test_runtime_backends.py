@@ -108,6 +108,30 @@ def test_errors_are_clear(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_session_config_reaches_onnxruntime(monkeypatch):
+    """Config entries arrive in the options onnxruntime's session is built with, and the
+    video job's no-spinning setting changes no number.  Backends without onnxruntime refuse
+    the argument instead of ignoring it."""
+    import onnxruntime as ort
+
+    seen = []
+    real = ort.InferenceSession
+
+    def spy(path, options=None, **kwargs):
+        seen.append(options)
+        return real(path, options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    x, target = rc.sample("net2d", 3, 31)
+    sleeping = gradvis_runtime.load(
+        rc.artifact("net2d", "onnx"), session_config={"session.intra_op.allow_spinning": "0"}
+    )
+    assert seen[-1].get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    rc.assert_close(sleeping.run(x, target), rc.eager("net2d", x, target), "no spinning")
+    with pytest.raises(ValueError, match="session_config holds onnxruntime settings"):
+        gradvis_runtime.load(rc.artifact("net2d", "torchscript"), session_config={"a": "1"})
+
+
 def test_damaged_artifacts_are_refused_with_a_clear_error(tmp_path):
     """Truncated files and damaged metadata: a ValueError that names the file, not a trace
     from inside onnxruntime or NumPy (tests/fuzz/fuzz_artifact.py explores many more)."""

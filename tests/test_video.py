@@ -28,7 +28,13 @@ from gradvis_export import cli, models
 from gradvis_export.errors import InputError, VideoError
 from gradvis_export.preprocess import UInt8Input
 from gradvis_export.video.clips import FrameAverager, SlidingClips
-from gradvis_export.video.overlay import overlay
+from gradvis_export.video.overlay import (
+    draw_boxes_yuv420,
+    frame_boxes,
+    overlay,
+    overlay_yuv420,
+    upsample_map,
+)
 from gradvis_export.video.pipeline import VideoOptions, explain_video
 
 pytestmark = [
@@ -224,6 +230,105 @@ def test_overlay_function_is_exact_alpha_blend():
         overlay(frame, np.zeros((5, 8), np.float32))
 
 
+# BT.601 limited range, as in Rec. ITU-R BT.601 (Y in 16..235, U/V in 16..240 around 128)
+KR, KB = 0.299, 0.114
+RGB_TO_YUV = (
+    np.array(
+        [
+            [KR, 1 - KR - KB, KB],
+            [-0.5 * KR / (1 - KB), -0.5 * (1 - KR - KB) / (1 - KB), 0.5],
+            [0.5, -0.5 * (1 - KR - KB) / (1 - KR), -0.5 * KB / (1 - KR)],
+        ]
+    )
+    * np.array([[219.0], [224.0], [224.0]])
+    / 255.0
+)
+
+
+def test_yuv420_overlay_equals_the_rgb_blend_converted():
+    """Blending the planes equals: planes -> RGB (BT.601), alpha blend with the colormap,
+    -> planes again; the map is given per chroma pixel and covers each 2 x 2 luma block."""
+    rng = np.random.default_rng(1)
+    height, width = 6, 10
+    y = rng.integers(16, 236, (height, width)).astype(np.float64)
+    u, v = (rng.integers(16, 241, (height // 2, width // 2)).astype(np.float64) for _ in "uv")
+    # PyAV's yuv420p layout: the three planes one after the other, viewed as (H * 3/2, W)
+    flat = np.concatenate([y.ravel(), u.ravel(), v.ravel()])
+    planes = flat.astype(np.uint8).reshape(height * 3 // 2, width)
+    q = rng.integers(0, 256, (height // 2, width // 2)).astype(np.uint8)
+    q[0, 0] = 0
+    yuv_to_rgb = np.linalg.inv(RGB_TO_YUV)
+    offset = np.array([16.0, 128.0, 128.0])
+    for alpha in (0.3, 0.8):
+        got = overlay_yuv420(planes, q, alpha).astype(np.float64)
+        h = np.repeat(np.repeat(q / 255.0, 2, 0), 2, 1)  # per luma pixel
+        full_u, full_v = (np.repeat(np.repeat(c, 2, 0), 2, 1) for c in (u, v))
+        rgb = (np.stack([y, full_u, full_v], -1) - offset) @ yuv_to_rgb.T  # unclipped
+        colour = np.stack(
+            [np.interp(h, np.linspace(0, 1, 6), ANCHORS[:, c]) * 255.0 for c in range(3)], -1
+        )
+        w = alpha * h[..., None]
+        blended = (1 - w) * rgb + w * colour
+        want = blended @ RGB_TO_YUV.T + offset
+        got_flat = got.ravel()
+        np.testing.assert_allclose(got[:height], np.clip(want[..., 0], 0, 255), atol=0.51)
+        # chroma: the 2 x 2 block's values are equal here (same chroma, same map)
+        quarter = height * width // 4
+        for index in (1, 2):
+            start = height * width + (index - 1) * quarter
+            want_c = np.clip(want[::2, ::2, index], 0, 255)
+            got_c = got_flat[start : start + quarter].reshape(want_c.shape)
+            np.testing.assert_allclose(got_c, want_c, atol=0.51)
+    # map 0: the planes untouched, bit for bit
+    zero = np.zeros_like(q)
+    np.testing.assert_array_equal(overlay_yuv420(planes, zero, 0.9), planes)
+    with pytest.raises(ValueError, match="uint8 of shape"):
+        overlay_yuv420(planes, q.astype(np.float32), 0.5)
+    with pytest.raises(ValueError, match="even size"):
+        overlay_yuv420(planes[:-1], q, 0.5)
+
+
+@pytest.mark.parametrize(
+    "src,dst", [((182, 182), (180, 320)), ((7, 5), (49, 81)), ((9, 9), (4, 6))]
+)
+def test_upsample_map_is_bilinear_like_torch(src, dst):
+    values = np.random.default_rng(2).integers(0, 256, src).astype(np.uint8)
+    want = torch.nn.functional.interpolate(
+        torch.from_numpy(values).float()[None, None], size=dst, mode="bilinear"
+    )[0, 0].numpy()
+    got = upsample_map(values, *dst)
+    assert got.dtype == np.uint8 and got.shape == dst
+    assert np.abs(got - want).max() <= 0.51  # rounded to the nearest level (float32 sums)
+
+
+def test_frame_boxes_of_a_large_map_are_pooled_but_cover_the_region():
+    """A 182 px map is labelled at <= 64 cells per side: the box still covers the hot block
+    and exceeds it by less than one pooled cell (3 map pixels = 3 * 640 / 182 frame px); a
+    one-pixel peak off the pooling grid survives (max-pooling, not subsampling)."""
+    heat = np.zeros((182, 182), np.float32)
+    heat[40:71, 100:150] = 1.0
+    heat[10, 11] = 0.9
+    (x1, y1, x2, y2, peak), (px1, py1, px2, py2, small_peak) = frame_boxes(heat, 640, 360)
+    sx, sy = 640 / 182, 360 / 182
+    assert x1 <= 100 * sx and y1 <= 40 * sy and x2 >= 150 * sx and y2 >= 71 * sy
+    assert x1 > (100 - 3) * sx - 1 and y1 > (40 - 3) * sy - 1
+    assert x2 < (150 + 3) * sx + 1 and y2 < (71 + 3) * sy + 1
+    assert peak == 1.0 and small_peak == pytest.approx(0.9)
+    assert px1 <= 11 * sx < px2 and py1 <= 10 * sy < py2
+
+
+def test_yuv420_boxes_are_white_on_even_pixels():
+    planes = np.full((12, 16), 128, np.uint8)
+    planes[:8] = 16  # black: Y 16, U = V = 128
+    out = draw_boxes_yuv420(planes, [[3, 1, 11, 7, 0.9]], width=2)
+    luma = out[:8]
+    # edges snapped outwards to even pixels: x 2..12, y 0..8, two pixels wide
+    assert (luma[0:2, 2:12] == 235).all() and (luma[6:8, 2:12] == 235).all()
+    assert (luma[:, 2:4] == 235).all() and (luma[:, 10:12] == 235).all()
+    assert (luma[2:6, 4:10] == 16).all() and (luma[:, :2] == 16).all()
+    assert (out[8:] == 128).all()  # white has no chroma
+
+
 def test_pipeline_blends_hot_and_cold_regions(video_97, tmp_path):
     out = tmp_path / "o.mp4"
     alpha = 0.5
@@ -239,6 +344,19 @@ def test_pipeline_blends_hot_and_cold_regions(video_97, tmp_path):
     # and the hot side differs clearly from the input (the overlay is really there), red-shifted
     assert np.abs(got[hot] - src[hot]).mean() > 20
     assert (got[hot][..., 0] - (1 - alpha) * src[hot][..., 0]).mean() > 50
+
+
+def test_pipeline_planes_of_a_height_not_divisible_by_four(tmp_path):
+    """162 x 98: the chroma planes start mid-row in the yuv420p layout; the map's cold half
+    must come back as the input and the hot half as the blend."""
+    video = write_video(tmp_path / "in.mp4", 6, 162, 98)
+    out = tmp_path / "o.mp4"
+    explain_video(video, FakeBackend(16, 4), options(alpha=1.0), out=out, progress=False)
+    src, got = decode(video).astype(np.float64), decode(out).astype(np.float64)
+    assert got.shape == src.shape == (6, 98, 162, 3)
+    cold, hot = np.s_[:, 4:94, 96:158], np.s_[:, 4:94, 4:66]
+    assert np.abs(got[cold] - src[cold]).mean() < 4
+    assert np.abs(got[hot] - HOT_RGB).mean() < 6  # opacity 1 where the map is 1: the colour
 
 
 # ----------------------------------------------------------------------------- 3. averaging
@@ -578,7 +696,8 @@ def test_render_thread_failure_is_raised_and_leaves_no_output(video_97, tmp_path
             raise MemoryError("overlay failed")
         return frame
 
-    monkeypatch.setattr(pipeline, "overlay", failing_overlay)
+    monkeypatch.setattr(pipeline, "overlay", failing_overlay)  # odd sizes and the panel
+    monkeypatch.setattr(pipeline, "overlay_yuv420", failing_overlay)  # even sizes (yuv420p)
     with pytest.raises(MemoryError, match="overlay failed"):
         explain_video(
             video_97,
@@ -656,6 +775,23 @@ def uint8_artifact(tmp_path_factory):
     example = torch.randint(0, 256, (2, 4, 64, 64, 3), dtype=torch.uint8)
     path = gv.export(wrapped, example, tmp_path_factory.mktemp("art") / "u8.onnx")
     return path, eager
+
+
+def test_artifact_backend_stops_onnxruntime_spinning(uint8_artifact, monkeypatch):
+    """The video job's ONNX session is built with idle threads asleep (spinning ones take the
+    cores the decode and render threads need); spin=True keeps onnxruntime's default."""
+    import onnxruntime as ort
+
+    from gradvis_export.video.backends import ArtifactBackend
+
+    seen = []
+    real = ort.InferenceSession
+    monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: seen.append(a[1]) or real(*a, **k))
+    ArtifactBackend(uint8_artifact[0], threads=2)
+    assert seen[-1].get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    ArtifactBackend(uint8_artifact[0], threads=2, spin=True)
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        seen[-1].get_session_config_entry("session.intra_op.allow_spinning")
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -818,3 +954,21 @@ def test_cli_export_uint8_with_overlay_runs_like_eager(tmp_path, capsys):
         got = runtime.run(frames)
         np.testing.assert_allclose(got["heatmap"], want, atol=1e-4)
         assert np.abs(got["overlay"] - reference_overlay(frames, want, 0.5)).max() <= 1.0
+
+
+def test_cli_explain_takes_clip_length_and_size_from_a_float_artifact(tmp_path, capsys):
+    """A float artifact is (B, 3, T, S, S): T and S come from there, not from the model's
+    defaults (X3D-XS: 4 frames at 182 px) -- here 6 frames at 32 px."""
+    artifact = tmp_path / "f.onnx"
+    args = ["--model", "x3d_xs", "--num-classes", "3", "--size", "32", "--clip-len", "6"]
+    assert cli.main(["export", *args, "--out", str(artifact)]) == 0, capsys.readouterr().err
+    video = write_video(tmp_path / "in.mp4", 9, 64, 48)
+    side = tmp_path / "o.json"
+    code = cli.main(
+        ["explain", str(video), "--artifact", str(artifact), "--out", str(tmp_path / "o.mp4"),
+         "--quiet"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    data = json.loads(side.read_text())
+    assert (data["clip_len"], data["size"]) == (6, 32)
+    assert len(data["frames"]) == 9

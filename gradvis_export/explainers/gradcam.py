@@ -11,17 +11,17 @@ import torch
 from torch import nn
 
 from ..errors import LayerError
-from ..layers import LayerSpec, resolve_layers
+from ..layers import LayerSpec, default_layer, resolve_layers
 from ..targets import Target
 from ..tokens import math_attention
-from .base import Explainer, gradients, normalize_per_sample, upsample_to
+from .base import Explainer, Inputs, gradients, normalize_per_sample, upsample_to
 
 
 @dataclass
 class LayerContext:
     """What a method may use besides one layer's activation and gradient."""
 
-    x: torch.Tensor  # the input
+    x: Inputs  # the input (a list for a multi-input model)
     inputs: dict[str, torch.Tensor]  # the target's inputs, resolved on the clean output
     scores: torch.Tensor  # (B,) the clean target score per sample
     index: int  # which of the target layers
@@ -44,6 +44,12 @@ class BaseCAM(Explainer):
     are averaged, as pytorch-grad-cam does.  `reshape` maps a layer's output to (B, K, *S)
     before anything else (e.g. `TokenGrid()` for ViT tokens); it must be linear, since it is
     applied to the gradient too.
+
+    `target_layer=None` chooses the layer on the first call, by the rule of
+    `gradvis_export.layers.default_layer` (the last spatial feature map; a token layer gets
+    its `TokenGrid` unless `reshape` is given), and keeps it.  For a multi-input model (a list
+    of inputs) the map is upsampled to the input `map_input` picks (`pathway`, default: the
+    input with the most positions).
     """
 
     method = "cam"
@@ -52,26 +58,44 @@ class BaseCAM(Explainer):
     def __init__(
         self,
         model: nn.Module,
-        target_layer: LayerSpec | Sequence[LayerSpec],
+        target_layer: LayerSpec | Sequence[LayerSpec] | None = None,
         normalize: bool = True,
         target: Target | None = None,
         *,
         reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        pathway: int | None = None,
     ) -> None:
-        super().__init__(model, target)
-        self.layers = resolve_layers(model, target_layer)
+        super().__init__(model, target, pathway=pathway)
+        self.default_layer = target_layer is None
+        self._layers = None if target_layer is None else resolve_layers(model, target_layer)
         self.normalize = normalize
         self.reshape = reshape
+
+    @property
+    def layers(self) -> list[tuple[str, nn.Module]]:
+        if self._layers is None:
+            raise LayerError(
+                "the default target layer is chosen on the first eager call, which has not "
+                "happened yet: call the explainer once (gv.export does) or pass target_layer"
+            )
+        return self._layers
+
+    def prepare(self, x: Inputs) -> None:
+        if self._layers is None:
+            choice = default_layer(self.model, x)
+            self._layers = resolve_layers(self.model, choice.name)
+            if self.reshape is None:
+                self.reshape = choice.reshape
 
     def forward_context(self) -> contextlib.AbstractContextManager:
         return math_attention()  # attention's backward as plain ops: exportable
 
-    def reshaped(self, x: torch.Tensor, tensors: list) -> list:
+    def reshaped(self, x: Inputs, tensors: list) -> list:
         """Layer outputs (or their gradients) as (B, K, *S): `reshape` applied when given."""
         if self.reshape is not None:
             return [t if t is None else self.reshape(t) for t in tensors]
         for (name, _), t in zip(self.layers, tensors):
-            if t is not None and t.dim() == 3 and x.dim() == 4:
+            if t is not None and t.dim() == 3 and self.map_input(x).dim() == 4:
                 raise LayerError(
                     f"layer {name!r} outputs {tuple(t.shape)}, transformer tokens (B, N, D) rather "
                     "than a (B, C, H, W) map; pass reshape=gradvis_export.tokens.TokenGrid()"
@@ -91,16 +115,14 @@ class BaseCAM(Explainer):
         weights = self.channel_weights(activation, grad, ctx)
         return (per_channel(weights, activation) * activation).sum(dim=1)
 
-    def combine(self, x: torch.Tensor, maps: list[torch.Tensor]) -> torch.Tensor:
-        maps = [upsample_to(torch.relu(m), x) for m in maps]
+    def combine(self, x: Inputs, maps: list[torch.Tensor]) -> torch.Tensor:
+        maps = [upsample_to(torch.relu(m), self.map_input(x)) for m in maps]
         if self.normalize:
             maps = [normalize_per_sample(m) for m in maps]
         cam = maps[0] if len(maps) == 1 else torch.stack(maps).mean(dim=0)
         return normalize_per_sample(cam) if self.normalize and len(maps) > 1 else cam
 
-    def layer_grads(
-        self, x: torch.Tensor, inputs: dict[str, torch.Tensor], retain_graph: bool = False
-    ):
+    def layer_grads(self, x: Inputs, inputs: dict[str, torch.Tensor], retain_graph: bool = False):
         """One forward capturing the layers; the gradients of the summed score if needed."""
         output, activations = self.forward_with_layers(x, self.layers)
         scores = self.scores(output, inputs)
@@ -119,7 +141,7 @@ class BaseCAM(Explainer):
         ]
         return self.combine(x, maps)
 
-    def explain(self, x: torch.Tensor, inputs: dict[str, torch.Tensor]) -> NamedTuple:
+    def explain(self, x: Inputs, inputs: dict[str, torch.Tensor]) -> NamedTuple:
         output, scores, activations, grads = self.layer_grads(x, inputs)
         if not self.uses_gradients:
             activations, scores = [a.detach() for a in activations], scores.detach()
@@ -130,7 +152,9 @@ class BaseCAM(Explainer):
         return {
             **super().metadata(),
             "target_layer": [name for name, _ in self.layers],
+            "default_layer": self.default_layer,
             "normalize": self.normalize,
+            **({"pathway": self.pathway} if self.pathway is not None else {}),
             **({"reshape": getattr(self.reshape, "metadata", dict)()} if self.reshape else {}),
         }
 

@@ -37,7 +37,7 @@ class ChunkedCAM(BaseCAM):
     def __init__(
         self,
         model: nn.Module,
-        target_layer: LayerSpec | Sequence[LayerSpec],
+        target_layer: LayerSpec | Sequence[LayerSpec] | None = None,
         normalize: bool = True,
         target: Target | None = None,
         chunk_size: int = 32,
@@ -46,6 +46,16 @@ class ChunkedCAM(BaseCAM):
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise InputError(f"chunk_size must be a positive int, got {chunk_size!r}")
         self.chunk_size = chunk_size
+
+    def validate_input(self, x: object) -> torch.Tensor:
+        x = super().validate_input(x)
+        if isinstance(x, list):
+            raise InputError(
+                f"{type(self).__name__} masks one input tensor; a multi-input model (a list of "
+                "inputs) works with the gradient explainers (GradCAM and its family, "
+                "GuidedBackprop, GuidedGradCAM)"
+            )
+        return x
 
     def chunk_scores(self, output: object, ctx: LayerContext, copies: int) -> torch.Tensor:
         """(B * copies) outputs -> (B, copies) target scores, with each sample's own inputs."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,10 +30,18 @@ class ArtifactBackend:
         path: str | os.PathLike,
         threads: int | None = None,
         providers: list[str] | None = None,
+        spin: bool = False,
     ) -> None:
         import gradvis_runtime
 
-        self.runtime = gradvis_runtime.load(path, threads=threads, providers=providers)
+        # onnxruntime's idle intra-op threads spin by default: next to the decode and render
+        # threads on few cores, that spinning takes the CPU they need (spin=False: they sleep)
+        config = None
+        if not spin and Path(path).suffix.lower() == ".onnx":
+            config = {"session.intra_op.allow_spinning": "0"}
+        self.runtime = gradvis_runtime.load(
+            path, threads=threads, providers=providers, session_config=config
+        )
         spec = self.runtime.metadata.get("input_specs", {}).get("input", {})
         self.uint8_input = spec.get("dtype") == "uint8"
         self.input_shape = self.runtime.metadata.get("input_shape")

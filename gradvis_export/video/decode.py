@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from ..errors import VideoError
+from .overlay import yuv_planes
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,12 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(path, width, height, fps, count)
 
 
-def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """Yield the frames of a video as (H, W, 3) uint8 RGB, one at a time.
+def decode_frames(path: str | os.PathLike, convert: Callable[[object], T]) -> Iterator[T]:
+    """Yield `convert(frame)` for each decoded PyAV frame of a video, one at a time.
 
-    Grayscale and other pixel formats are converted to RGB; a video with no decodable frame
-    raises VideoError (after the stream ends, so nothing is buffered).
+    Conversion happens inside the guard, so a damaged stream whose frames PyAV cannot convert
+    raises VideoError like one it cannot decode; a video with no decodable frame raises
+    VideoError (after the stream ends, so nothing is buffered).
     """
     import av
 
@@ -77,7 +82,7 @@ def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
     try:
         for frame in container.decode(video=0):
             count += 1
-            yield frame.to_ndarray(format="rgb24")
+            yield convert(frame)
     except (av.error.FFmpegError, ValueError, AttributeError, TypeError) as error:
         # FFmpeg's errors, and PyAV's when a damaged stream yields frames it cannot convert
         if count == 0:
@@ -87,3 +92,46 @@ def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
         container.close()
     if count == 0:
         raise VideoError(f"{str(path)!r} has no frames")
+
+
+def rgb24(frame) -> np.ndarray:
+    """A PyAV frame as (H, W, 3) uint8 RGB (grayscale and other formats converted)."""
+    return frame.to_ndarray(format="rgb24")
+
+
+def yuv420(frame) -> np.ndarray:
+    """A PyAV frame of even size as yuv420p planes, (H * 3/2, W) uint8: Y, then U, then V.
+
+    Copies the planes directly (PyAV's own to_ndarray for yuv420p is slower than converting to
+    RGB); other pixel formats are converted by swscale first.
+    """
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    height, width = frame.height, frame.width
+    out = np.empty((height * 3 // 2, width), np.uint8)
+    targets = yuv_planes(out)
+    for plane, target in zip(frame.planes, targets):
+        rows, cols = target.shape
+        data = np.frombuffer(plane, np.uint8)[: rows * plane.line_size]
+        target[...] = data.reshape(rows, plane.line_size)[:, :cols]
+    return out
+
+
+def resized_rgb24(frame, size: int) -> np.ndarray:
+    """The whole frame as (size, size, 3) uint8 RGB, area-averaged by swscale (antialiased),
+    so a heatmap of the model's input maps back onto every pixel of the frame."""
+    return frame.reformat(
+        width=size, height=size, format="rgb24", interpolation="AREA"
+    ).to_ndarray()
+
+
+def yuv420_to_rgb24(planes: np.ndarray) -> np.ndarray:
+    """(H * 3/2, W) yuv420p planes -> (H, W, 3) uint8 RGB."""
+    import av
+
+    return av.VideoFrame.from_ndarray(planes, format="yuv420p").to_ndarray(format="rgb24")
+
+
+def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Yield the frames of a video as (H, W, 3) uint8 RGB, one at a time."""
+    return decode_frames(path, rgb24)

@@ -18,8 +18,12 @@ def mp4_writer(
     height: int,
     preset: str = "veryfast",
     crf: int = 23,
+    frame_format: str = "rgb24",
 ) -> Iterator:
-    """Yield `write(frame_rgb_uint8)`; the file appears at `path` only when the block succeeds.
+    """Yield `write(frame)`; the file appears at `path` only when the block succeeds.
+
+    Frames are uint8 (H, W, 3) RGB, or with `frame_format="yuv420p"` the (H * 3/2, W) planes
+    the encoder takes as they are (no conversion).
 
     x264's `veryfast` preset encodes ~3x faster than its default (`medium`) at a similar size
     for these mostly static overlays; `crf` is x264's quality (lower = better, 23 its default).
@@ -37,7 +41,9 @@ def mp4_writer(
         stream.options = {"preset": preset, "crf": str(crf)}
 
         def write(frame: np.ndarray) -> None:
-            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            video_frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(frame), format=frame_format
+            )
             for packet in stream.encode(video_frame):
                 container.mux(packet)
 

@@ -21,9 +21,18 @@ import torch.nn.functional as F
 
 from ..errors import InputError, VideoError
 from .clips import Clip, FrameAverager, SlidingClips
-from .decode import probe, read_frames
+from .decode import decode_frames, probe, resized_rgb24, rgb24, yuv420, yuv420_to_rgb24
 from .encode import mp4_writer
-from .overlay import draw_boxes, frame_boxes, overlay, signed_image
+from .overlay import (
+    draw_boxes,
+    draw_boxes_yuv420,
+    frame_boxes,
+    overlay,
+    overlay_yuv420,
+    quantise,
+    signed_image,
+    upsample_map,
+)
 from .worker import OrderedWorker, Prefetch
 
 #: clip (1, 3, T, S, S) float32 normalised, or (1, T, S, S, 3) uint8 -> named outputs
@@ -57,25 +66,26 @@ class VideoSummary:
     outputs: list[str] = field(default_factory=list)
     # decode (+ resize), explain, render: time the main loop spent in each (decode and render
     # run on background threads: theirs is the time the loop waited for them); render_work:
-    # the render thread's own time (overlay, boxes, encode, JSON)
+    # the render thread's own time (overlay, boxes, encode, JSON); *_cpu: CPU seconds of the
+    # decode and render threads (what they cost whatever else runs on the machine)
     seconds: dict[str, float] = field(
-        default_factory=lambda: {"decode": 0.0, "explain": 0.0, "render": 0.0, "render_work": 0.0}
+        default_factory=lambda: dict.fromkeys(
+            ("decode", "explain", "render", "render_work", "decode_cpu", "render_cpu"), 0.0
+        )
     )
 
 
-def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8, bilinear with antialiasing (the whole frame,
-    so heatmaps map back onto every pixel)."""
-    t = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
-    t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return t[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
 def normalise_clip(frames: list[np.ndarray], mean, std) -> np.ndarray:
-    """clip_len x (S, S, 3) uint8 -> (1, 3, T, S, S) float32, (x/255 - mean) / std."""
-    clip = np.stack(frames).astype(np.float32) / 255.0
-    clip = (clip - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(clip.transpose(3, 0, 1, 2)[None])
+    """clip_len x (S, S, 3) uint8 -> (1, 3, T, S, S) float32, (x/255 - mean) / std.
+
+    NumPy, not torch: next to the decode and render threads, torch's intra-op threads would
+    fight them for the cores (several times slower on 2 cores)."""
+    planar = np.ascontiguousarray(np.stack(frames).transpose(3, 0, 1, 2))
+    out = planar.astype(np.float32)
+    std = np.asarray(std, np.float32)[:, None, None, None]
+    out *= np.float32(1.0 / 255.0) / std
+    out -= np.asarray(mean, np.float32)[:, None, None, None] / std
+    return out[None]
 
 
 def clip_maps(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -185,10 +195,10 @@ def explain_video(
         mp4_stack = stack.enter_context(contextlib.ExitStack())
         worker = stack.enter_context(OrderedWorker())
 
-        def render(frame_index: int, values: dict[str, np.ndarray], clip_ids: list[int]) -> None:
-            """Overlay, boxes, encode and JSON of one frame, on the render thread."""
-            nonlocal write_mp4
-            frame = originals.pop(frame_index)
+        def render_rgb(
+            frame: np.ndarray, values: dict[str, np.ndarray], boxes: list[list[float]]
+        ) -> np.ndarray:
+            """The overlay (and the panel) of one RGB frame."""
             h, w = frame.shape[:2]
             heat = (
                 F.interpolate(
@@ -198,9 +208,6 @@ def explain_video(
                 .numpy()
             )
             image = overlay(frame, heat, options.alpha)
-            boxes = []
-            if options.boxes or json_file is not None:
-                boxes = frame_boxes(values["map"], w, h, options.box_threshold)
             if options.boxes:
                 image = draw_boxes(image, boxes)
             if options.panel:
@@ -210,19 +217,46 @@ def explain_video(
                     guided = F.interpolate(guided, size=(h, w), mode="bilinear")[0]
                     parts.append(signed_image(guided.permute(1, 2, 0).numpy()))
                 image = np.concatenate(parts, axis=1)
+            return image
+
+        # Frames of even size are kept, blended and encoded as the yuv420p planes H.264 stores:
+        # no RGB conversion of full frames at all (the panel and odd sizes work in RGB)
+        planar = not options.panel and info.width % 2 == 0 and info.height % 2 == 0
+
+        def render(frame_index: int, values: dict[str, np.ndarray], clip_ids: list[int]) -> None:
+            """Overlay, boxes, encode and JSON of one frame, on the render thread."""
+            nonlocal write_mp4
+            frame = originals.pop(frame_index)
+            h, w = (frame.shape[0] * 2 // 3, frame.shape[1]) if planar else frame.shape[:2]
+            boxes = []
+            if options.boxes or json_file is not None:
+                boxes = frame_boxes(values["map"], w, h, options.box_threshold)
+            if planar:
+                heat = upsample_map(quantise(values["map"]), h // 2, w // 2)
+                image = overlay_yuv420(frame, heat, options.alpha)
+                if options.boxes:
+                    image = draw_boxes_yuv420(image, boxes)
+            else:
+                image = render_rgb(frame, values, boxes)
             if out_path is not None:
                 if write_mp4 is None:
-                    ih, iw = image.shape[:2]
+                    ih, iw = (h, w) if planar else image.shape[:2]
                     write_mp4 = mp4_stack.enter_context(
-                        mp4_writer(out_path, info.fps, iw + iw % 2, ih + ih % 2)
+                        mp4_writer(
+                            out_path,
+                            info.fps,
+                            iw + iw % 2,
+                            ih + ih % 2,
+                            frame_format="yuv420p" if planar else "rgb24",
+                        )
                     )
                 even = image
-                if image.shape[0] % 2 or image.shape[1] % 2:
+                if not planar and (image.shape[0] % 2 or image.shape[1] % 2):
                     pad = ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0))
                     even = np.pad(image, pad, mode="edge")
                 write_mp4(even)
             if gif_path is not None:
-                gif_frames.append(image)
+                gif_frames.append(yuv420_to_rgb24(image) if planar else image)
             if json_file is not None:
                 probs = values["prob"]
                 best = int(probs.argmax())
@@ -268,11 +302,11 @@ def explain_video(
                 }
             )
 
-        def decoded() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for frame in read_frames(video):
-                yield frame, resize_frame(frame, options.size)
+        def convert(frame) -> tuple[np.ndarray, np.ndarray]:
+            """A decoded frame -> (the frame to render on, the model's input frame)."""
+            return (yuv420(frame) if planar else rgb24(frame)), resized_rgb24(frame, options.size)
 
-        frames = stack.enter_context(Prefetch(decoded()))
+        frames = stack.enter_context(Prefetch(decode_frames(video, convert)))
         for frame, small in frames:
             originals[clips.count] = frame
             for clip in clips.push(small):
@@ -292,6 +326,7 @@ def explain_video(
         summary.seconds["decode"] = frames.waited
         summary.seconds["render"] = worker.waited
         summary.seconds["render_work"] = worker.busy
+        summary.seconds["decode_cpu"], summary.seconds["render_cpu"] = frames.cpu, worker.cpu
         if summary.frames == 0:
             raise VideoError(f"{str(video)!r} has no frames")
         summary.clips, summary.padded = clips.clips, clips.padded

@@ -8,6 +8,8 @@ stops the thread before the caller's files are cleaned up.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
 import time
@@ -16,6 +18,18 @@ from types import TracebackType
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+#: niceness of the background threads: the explainer keeps the cores, decoding and rendering
+#: fill the time it leaves idle (a thread's niceness is its own on Linux)
+BACKGROUND_NICE = int(os.environ.get("GRADVIS_BACKGROUND_NICE", "10"))
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise this thread's niceness by `nice` (Linux: per thread; elsewhere a no-op)."""
+    if nice and hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):  # not permitted, or not per-thread on this system
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
 
 
 class OrderedWorker:
@@ -27,10 +41,12 @@ class OrderedWorker:
         self._cancelled = False
         self.waited = 0.0  # seconds the caller blocked (a full queue, the final drain)
         self.busy = 0.0  # seconds the worker spent running calls
+        self.cpu = 0.0  # CPU seconds of those calls (on a busy machine busy > cpu)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
+        _lower_priority(BACKGROUND_NICE)
         while True:
             item = self._queue.get()
             if item is None:
@@ -38,12 +54,13 @@ class OrderedWorker:
             if self._error is not None or self._cancelled:
                 continue
             fn, args = item
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 fn(*args)
             except BaseException as error:  # re-raised in the caller's thread
                 self._error = error
             self.busy += time.perf_counter() - start
+            self.cpu += time.thread_time() - cpu
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -99,6 +116,7 @@ class Prefetch(Generic[T]):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self.waited = 0.0  # seconds the consumer blocked on an empty queue
+        self.cpu = 0.0  # CPU seconds the producer thread used (final once it ended)
         self._thread = threading.Thread(target=self._loop, args=(items,), name=name, daemon=True)
         self._thread.start()
 
@@ -112,6 +130,7 @@ class Prefetch(Generic[T]):
         return False
 
     def _loop(self, items: Iterable[T]) -> None:
+        _lower_priority(BACKGROUND_NICE)
         try:
             for item in items:
                 if not self._put((True, item)):
@@ -123,6 +142,7 @@ class Prefetch(Generic[T]):
             close = getattr(items, "close", None)
             if close is not None:
                 close()
+            self.cpu = time.thread_time()
         self._put((True, self._END))
 
     def __iter__(self) -> Iterator[T]:

@@ -22,8 +22,9 @@ from .backends import (
 )
 from .explainer import Explainer
 from .streaming import ClipResult, stream
+from .trust import refuse_untrusted, untrusted_reason
 
-__all__ = ["ClipResult", "Explainer", "load", "stream"]
+__all__ = ["ClipResult", "Explainer", "load", "stream", "untrusted_reason"]
 
 
 def load(
@@ -31,24 +32,53 @@ def load(
     backend: str | None = None,
     providers: list[str] | None = None,
     threads: int | None = None,
+    session_config: dict[str, str] | None = None,
+    trust: bool = False,
 ) -> Explainer:
     """Load an exported explainer.  The backend follows the suffix (.onnx -> onnxruntime,
     .pt -> torchscript, .pt2 -> aoti) unless given; `backend="cpp"` uses the C++ library for
-    .pt / .pt2.  `providers` are onnxruntime's; `threads` the intra-op threads."""
+    .pt / .pt2.  `providers` are onnxruntime's; `threads` the intra-op threads;
+    `session_config` onnxruntime session config entries, e.g.
+    `{"session.intra_op.allow_spinning": "0"}` when other threads share the cores.
+
+    Trust: a TorchScript file (.pt: pickled code) or an AOTInductor package (.pt2: a native
+    shared library) runs code when it is loaded, on every backend that loads it (torchscript,
+    aoti, cpp).  Unless `trust=True`, such a file is refused with a `PermissionError` when
+    another user could have changed it: the file, or a folder on its path (symbolic links
+    followed; the link itself counts too), is owned by a user other than you or root, or is
+    writable by others or by a group with members other than you and root.  A folder with the
+    sticky bit (such as /tmp) may be writable by all, since others cannot rename or replace
+    what you own in it.  ONNX files hold no code and are not checked.  Fix the permissions
+    (`chmod go-w`) or, for a file you trust, pass `trust=True`.  (POSIX only.)
+
+    Errors: `FileNotFoundError` (no file), `PermissionError` (untrusted, above), `ImportError`
+    (a backend's package is missing), `ValueError` (unknown backend, or a damaged / truncated
+    file or metadata: the message names the file and says to export it again)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no artifact at {str(path)!r}")
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     backend = backend or SUFFIXES.get(path.suffix.lower())
+    if session_config and backend != "onnxruntime":
+        raise ValueError(
+            f"session_config holds onnxruntime settings; the {backend} backend has none "
+            "(load an .onnx artifact, or drop session_config)"
+        )
+    suffix = path.suffix.lower()  # the C++ library refuses .onnx files without opening them
+    if not trust and (backend in ("torchscript", "aoti") or backend == "cpp" and suffix != ".onnx"):
+        kind = "aoti" if backend == "aoti" or suffix == ".pt2" else "torchscript"
+        refuse_untrusted(path, kind)
     try:
-        metadata, run = _open(path, backend, providers, threads)
+        metadata, run = _open(path, backend, providers, threads, session_config)
     except (ImportError, FileNotFoundError):
         raise
     except ValueError as error:
         if not isinstance(error, json.JSONDecodeError):
             raise
-        raise ValueError(f"{str(path)!r} has damaged gradvis metadata ({error})") from None
+        raise ValueError(
+            f"{str(path)!r} has damaged gradvis metadata ({error}); export it again"
+        ) from None
     except Exception as error:  # the backend could not parse the file
         raise ValueError(
             f"{str(path)!r} is not a valid {backend} artifact ({type(error).__name__}: "
@@ -92,9 +122,9 @@ def metadata_problem(metadata: object) -> str | None:
     return None
 
 
-def _open(path: Path, backend: str | None, providers, threads):
+def _open(path: Path, backend: str | None, providers, threads, session_config=None):
     if backend == "onnxruntime":
-        metadata, run = onnxruntime_backend(path, providers, threads)
+        metadata, run = onnxruntime_backend(path, providers, threads, session_config)
     elif backend == "torchscript":
         metadata, run = torchscript_backend(path, threads)
     elif backend == "aoti":

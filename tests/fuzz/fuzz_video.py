@@ -1,4 +1,5 @@
-"""Coverage-guided fuzzing (atheris) of what parses video bytes: `probe` and `read_frames`.
+"""Coverage-guided fuzzing (atheris) of what parses video bytes: `probe`, `read_frames` and
+the video job's frame conversions (`decode_frames` to yuv420p planes and the small RGB frame).
 
 Every input is written to a file and decoded; the only exception allowed out is `VideoError`
 (the documented "not a video / damaged / no frames" error).  Anything else, a crash or a hang
@@ -22,7 +23,7 @@ import torch  # noqa: F401
 # coverage feedback from our own modules only (instrumenting torch would take minutes)
 with atheris.instrument_imports(include=["gradvis_export"]):
     from gradvis_export.errors import VideoError
-    from gradvis_export.video.decode import probe, read_frames
+    from gradvis_export.video.decode import decode_frames, probe, read_frames, resized_rgb24, yuv420
 
 SCRATCH = Path(tempfile.mkdtemp(prefix="gradvis-fuzz-"))
 TARGET = SCRATCH / "input.mp4"
@@ -56,6 +57,16 @@ def test_one_input(data: bytes) -> None:
         for index, frame in enumerate(read_frames(TARGET)):
             assert frame.ndim == 3 and frame.shape[2] == 3, frame.shape
             if index >= 30:  # a mutated header may claim a long video; 30 frames prove decoding
+                break
+
+        # the video job's conversions: yuv420p planes to render on, the model's small RGB frame
+        def convert(frame):
+            return yuv420(frame), resized_rgb24(frame, 8)
+
+        for index, (planes, small) in enumerate(decode_frames(TARGET, convert)):
+            assert planes.ndim == 2 and planes.shape[0] % 3 == 0, planes.shape
+            assert small.shape == (8, 8, 3), small.shape
+            if index >= 30:
                 break
     except VideoError:
         pass

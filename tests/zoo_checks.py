@@ -1,0 +1,366 @@
+"""Independent references and the checks of one model-zoo row (tests/test_zoo.py and
+benchmarks/zoo.py share them).
+
+The references never call gradvis_export:
+
+* Grad-CAM: a forward hook keeps the layer's output A (the first tensor of a tuple or list);
+  dscore/dA from `torch.autograd.grad`; transformer tokens are folded into their grid here
+  (class token dropped); weights = mean gradient per channel; ReLU(sum_k w_k A_k), bilinear /
+  trilinear upsampling (align_corners=False) to the map input, min-max per sample.
+* guided backprop: a `TorchFunctionMode` routes every activation call (module, functional,
+  torch.* and Tensor.* spellings, in place or not) through an autograd Function whose backward
+  is the activation's own derivative times ReLU(incoming gradient) — for ReLU: pass only where
+  input > 0 and gradient > 0.  pytorchvideo's Swish (a custom autograd Function, x*sigmoid(x))
+  is routed the same way through a forward hook of the test's own.
+* guided Grad-CAM: guided gradient x the upsampled Grad-CAM.
+
+A multi-input model (SlowFast) gets its inputs as a list; the maps are on the input with the
+most positions (the fast pathway).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from zoo_models import ZooModel, make_inputs
+
+METHODS = ("gradcam", "guided", "guided_gradcam")
+FORMATS = ("onnx", "torchscript")
+EXPORT_BATCH, CHECK_BATCHES = 2, (1, 3)
+
+
+# --------------------------------------------------------------------------- references
+def _inputs(x) -> list[torch.Tensor]:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _call(model, xs: list[torch.Tensor], multi: bool):
+    return model(list(xs)) if multi else model(xs[0])
+
+
+def _shown(xs: list[torch.Tensor]) -> int:
+    sizes = [math.prod(t.shape[2:]) for t in xs]
+    return sizes.index(max(sizes))
+
+
+def _classes(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.where(target < 0, logits.detach().argmax(dim=1), target)
+
+
+def _first_tensor(value):
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+def tokens_to_grid(t: torch.Tensor, prefix: int, grid: tuple[int, ...]) -> torch.Tensor:
+    """(B, prefix + prod(grid), D) -> (B, D, *grid)."""
+    patches = t[:, prefix:]
+    return patches.permute(0, 2, 1).reshape(t.shape[0], t.shape[2], *grid)
+
+
+def _normalise(maps: torch.Tensor) -> torch.Tensor:
+    flat = maps.flatten(1)
+    low = flat.min(dim=1).values.view(-1, *[1] * (maps.dim() - 1))
+    span = flat.max(dim=1).values.view(-1, *[1] * (maps.dim() - 1)) - low
+    return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1.0), 0.0)
+
+
+def reference_gradcam(entry: ZooModel, model, layer: str, x, target: torch.Tensor):
+    module = dict(model.named_modules())[layer]
+    kept = []
+    handle = module.register_forward_hook(lambda _m, _i, out: kept.append(_first_tensor(out)))
+    try:
+        with torch.enable_grad():
+            xs = [t.detach().clone().requires_grad_(True) for t in _inputs(x)]
+            logits = _call(model, xs, entry.multi_input)
+            score = logits.gather(1, _classes(logits, target)[:, None]).sum()
+            activation = kept[-1]
+            (grad,) = torch.autograd.grad(score, activation)
+    finally:
+        handle.remove()
+    activation = activation.detach()
+    if entry.tokens is not None:
+        prefix, grid = entry.tokens
+        activation, grad = (
+            tokens_to_grid(activation, prefix, grid),
+            tokens_to_grid(grad, prefix, grid),
+        )
+    weights = grad.mean(dim=tuple(range(2, grad.dim())), keepdim=True)
+    cam = torch.relu((weights * activation).sum(dim=1))
+    size = xs[_shown(xs)].shape[2:]
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    cam = F.interpolate(cam[:, None], size=tuple(size), mode=mode, align_corners=False)[:, 0]
+    return _normalise(cam)
+
+
+class _Guided(torch.autograd.Function):
+    """y = fn(x); dx = fn'(x) * relu(dy), by autograd through fn."""
+
+    @staticmethod
+    def forward(ctx, x, fn):
+        ctx.fn = fn
+        ctx.save_for_backward(x.detach().clone())
+        return fn(x.detach())
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            xx = x.detach().requires_grad_(True)
+            (gx,) = torch.autograd.grad(ctx.fn(xx), xx, grad_out.clamp(min=0))
+        return gx, None
+
+
+def _arg(args, kwargs, pos, name, default):
+    return kwargs[name] if name in kwargs else args[pos] if len(args) > pos else default
+
+
+def _activation_rules() -> dict:
+    """callable -> (args, kwargs) -> (out-of-place function or None, in place?)."""
+
+    def inplace_at(pos):
+        return lambda a, k: bool(_arg(a, k, pos, "inplace", False))
+
+    def plain(fn, pos=1):
+        return lambda a, k: (fn, inplace_at(pos)(a, k))
+
+    def hardtanh(a, k):
+        low, high = _arg(a, k, 1, "min_val", -1.0), _arg(a, k, 2, "max_val", 1.0)
+        if (low, high) == (0.0, 6.0):  # ReLU6
+            return (lambda t: F.hardtanh(t, 0.0, 6.0)), bool(_arg(a, k, 3, "inplace", False))
+        return None, False
+
+    def gelu(a, k):
+        approximate = _arg(a, k, 1, "approximate", "none")
+        return (lambda t: F.gelu(t, approximate=approximate)), False
+
+    def leaky(a, k):
+        slope = _arg(a, k, 1, "negative_slope", 0.01)
+        return (lambda t: F.leaky_relu(t, slope)), bool(_arg(a, k, 2, "inplace", False))
+
+    def elu(a, k):
+        alpha = _arg(a, k, 1, "alpha", 1.0)
+        return (lambda t: F.elu(t, alpha)), bool(_arg(a, k, 2, "inplace", False))
+
+    def always(fn, inplace):
+        return lambda a, k: (fn, inplace)
+
+    return {
+        F.relu: plain(torch.relu),
+        torch.relu: always(torch.relu, False),
+        torch.Tensor.relu: always(torch.relu, False),
+        torch.relu_: always(torch.relu, True),
+        torch.Tensor.relu_: always(torch.relu, True),
+        F.relu6: plain(lambda t: F.hardtanh(t, 0.0, 6.0)),
+        F.hardtanh: hardtanh,
+        F.silu: plain(F.silu),
+        F.gelu: gelu,
+        F.hardswish: plain(F.hardswish),
+        F.hardsigmoid: plain(F.hardsigmoid),
+        F.leaky_relu: leaky,
+        F.elu: elu,
+        F.mish: plain(F.mish),
+        torch.sigmoid: always(torch.sigmoid, False),
+        torch.Tensor.sigmoid: always(torch.sigmoid, False),
+        torch.sigmoid_: always(torch.sigmoid, True),
+        torch.Tensor.sigmoid_: always(torch.sigmoid, True),
+    }
+
+
+class GuidedActivations(TorchFunctionMode):
+    """Every activation call routed through `_Guided` while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rules = _activation_rules()
+        self.hits = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rule = self.rules.get(func)
+        if rule is not None:
+            fn, inplace = rule(args, kwargs)
+            if fn is not None:
+                self.hits += 1
+                y = _Guided.apply(args[0], fn)
+                if inplace:
+                    args[0].copy_(y)
+                    return args[0]
+                return y
+        return func(*args, **kwargs)
+
+
+def _swish_hooks(model) -> list:
+    """pytorchvideo's Swish computes x * sigmoid(x) in a custom autograd Function, out of the
+    mode's sight: replace its output by the guided SiLU of its input."""
+    handles = []
+    for module in model.modules():
+        if type(module).__name__ == "Swish" and type(module).__module__.startswith("pytorchvideo"):
+            handles.append(
+                module.register_forward_hook(
+                    lambda _m, inputs, _o: _Guided.apply(inputs[0], F.silu)
+                )
+            )
+    return handles
+
+
+def reference_guided(entry: ZooModel, model, x, target: torch.Tensor) -> torch.Tensor:
+    handles = _swish_hooks(model)
+    try:
+        with torch.enable_grad():
+            xs = [t.detach().clone().requires_grad_(True) for t in _inputs(x)]
+            mode = GuidedActivations()
+            with mode:
+                logits = _call(model, xs, entry.multi_input)
+            score = logits.gather(1, _classes(logits, target)[:, None]).sum()
+            (grad,) = torch.autograd.grad(score, xs[_shown(xs)])
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert mode.hits + len(handles) > 0, f"{entry.name}: no activation was guided"
+    return grad
+
+
+def reference(entry: ZooModel, model, layer: str, method: str, x, target) -> dict:
+    """The reference maps of `method`, by output name."""
+    if method == "gradcam":
+        return {"heatmap": reference_gradcam(entry, model, layer, x, target)}
+    if method == "guided":
+        return {"heatmap": reference_guided(entry, model, x, target)}
+    cam = reference_gradcam(entry, model, layer, x, target)
+    guided = reference_guided(entry, model, x, target)
+    return {"heatmap": guided * cam.unsqueeze(1), "cam": cam, "guided": guided}
+
+
+# --------------------------------------------------------------------------- comparisons
+class Mismatch(AssertionError):
+    """An output differs from what it must equal."""
+
+
+def compare(got: np.ndarray, want: np.ndarray, label: str, rtol: float = 1e-3) -> None:
+    """Equal to `rtol` of the largest magnitude, elementwise.
+
+    A guided gradient is piecewise: an activation input within rounding of 0 can open on one
+    runtime and stay closed on another.  Up to 1 in 10,000 elements may then differ, if the
+    whole stays within 1 % (relative L2); anything broader fails.
+    """
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        raise Mismatch(f"{label}: shape {got.shape} vs {want.shape}")
+    if not np.isfinite(got).all():
+        raise Mismatch(f"{label}: non-finite values")
+    scale = float(np.abs(want).max()) if want.size else 0.0
+    bad = np.abs(got - want) > rtol * scale + 1e-7
+    if not bad.any():
+        return
+    relative = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+    if bad.mean() <= 1e-4 and relative <= 1e-2:
+        return
+    raise Mismatch(
+        f"{label}: {int(bad.sum())} of {bad.size} elements differ (max abs diff "
+        f"{float(np.abs(got - want).max()):.3g}, largest value {scale:.3g})"
+    )
+
+
+def explainer_for(method: str, model, pathway=None):
+    """The zoo's explainer of `method` with the default layer; guided methods guide every
+    activation (activations='all'), for ReLU-only nets that is Springenberg's rule."""
+    import gradvis_export as gv
+
+    if method == "gradcam":
+        return gv.GradCAM(model, pathway=pathway)
+    if method == "guided":
+        return gv.GuidedBackprop(model, activations="all", pathway=pathway)
+    return gv.GuidedGradCAM(model, activations="all", pathway=pathway)
+
+
+def targets_for(batch: int) -> torch.Tensor:
+    return torch.tensor([-1, 3, 7][:batch], dtype=torch.long)
+
+
+def check_eager(entry: ZooModel, model, explainer, method: str, seed: int = 11) -> dict:
+    """Eager explainer vs the references on a batch of 2 (argmax and class 3).
+
+    Returns each map's largest spread over the batch (all-zero maps prove little)."""
+    x = make_inputs(entry, 2, seed)
+    target = targets_for(2)
+    got = explainer(x, target)
+    layer = explainer.layers[0][0] if hasattr(explainer, "layers") else None
+    if layer is not None and layer != entry.layer:
+        raise Mismatch(f"default layer {layer!r}, the rule gives {entry.layer!r}")
+    want = reference(entry, model, layer, method, x, target)
+    with torch.no_grad():
+        logits = model(list(x) if entry.multi_input else x)
+    compare(got[0].numpy(), logits.numpy(), f"{entry.name} {method} eager logits", rtol=1e-5)
+    spread = {}
+    for name, value in want.items():
+        compare(getattr(got, name).numpy(), value.numpy(), f"{entry.name} {method} eager {name}")
+        flat = value.flatten(1)
+        spread[name] = float((flat.amax(1) - flat.amin(1)).max())
+    return spread
+
+
+def run_artifact(path: Path, fmt: str, names: list[str], feeds: list[np.ndarray]) -> list:
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        found = [i.name for i in session.get_inputs()]
+        if found != names:
+            raise Mismatch(f"the ONNX inputs are {found}, expected {names}")
+        return session.run(None, dict(zip(names, feeds)))
+    module = torch.jit.load(str(path))
+    with torch.inference_mode():
+        return [o.numpy() for o in module(*(torch.from_numpy(f) for f in feeds))]
+
+
+def input_names(entry: ZooModel) -> list[str]:
+    data = [f"input_{i}" for i in range(len(entry.shapes))] if entry.multi_input else ["input"]
+    return [*data, "target"]
+
+
+def check_export(
+    entry: ZooModel, explainer, fmt: str, folder: Path, check: bool, keep: bool = False
+) -> float:
+    """Export from a batch-2 example; the artifact matches eager on fresh inputs at batch 1
+    and 3 (checked here, whatever gv.export checked).  Returns the export's seconds; the
+    artifact is deleted unless `keep`."""
+    import gradvis_export as gv
+
+    path = artifact_path(entry, explainer, fmt, folder)
+    example = make_inputs(entry, EXPORT_BATCH, seed=100)
+    start = time.perf_counter()
+    gv.export(explainer, example, path, check=check)
+    seconds = time.perf_counter() - start
+    for batch in CHECK_BATCHES:
+        x = make_inputs(entry, batch, seed=200 + batch)
+        target = targets_for(batch)
+        want = explainer(x, target)
+        feeds = [t.numpy() for t in _inputs(x)] + [target.numpy()]
+        got = run_artifact(path, fmt, input_names(entry), feeds)
+        if len(got) != len(want):
+            raise Mismatch(f"{fmt}: {len(got)} outputs, eager has {len(want)}")
+        for name, g, w in zip(want._fields, got, want):
+            compare(g, w.numpy(), f"{entry.name} {explainer.method} {fmt} b={batch} {name}")
+    if not keep:
+        path.unlink()
+    return seconds
+
+
+def artifact_path(entry: ZooModel, explainer, fmt: str, folder: Path) -> Path:
+    return folder / f"{entry.name}_{explainer.method}{'.onnx' if fmt == 'onnx' else '.pt'}"
