@@ -171,6 +171,14 @@ def table(rows: list[dict], seconds: float) -> str:
             f"| {'–' if eager_ms is None else f'{eager_ms:.0f}'} | {latency('onnx')} "
             f"| {latency('torchscript')} |"
         )
+    have = {(r["model"], r["method"]) for r in rows}
+    missing = [name for name in ZOO if any((name, m) not in have for m in METHODS)]
+    if missing:
+        lines[5:5] = [
+            "",
+            f"**Partial run: {len(rows)} of {len(ZOO) * len(METHODS)} rows.** Not run yet: "
+            f"{', '.join(missing)} (`python benchmarks/zoo.py` resumes from its rows file).",
+        ]
     failures = [(r, k) for r in rows for k in ("eager", *FORMATS) if r.get(k) not in (None, "")]
     lines += ["", "## Failures", ""]
     if not failures:
