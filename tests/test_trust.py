@@ -4,7 +4,9 @@ loaded) unless the caller passes trust=True; ONNX files are not checked.  With t
 same copy loads and gives the eager explainer's numbers.  And damaged packages are refused with
 a ValueError before torch reads them (an AOTInductor package's library is dlopened as it is).
 
-Ownership tests chown a copy to another uid, which needs root (the CI machine runs as root)."""
+Ownership tests chown a copy to another uid as root (CI runs as root); run as another user they
+make this process look like another uid instead.  The group and folder-owner tests need root (a
+user may give a file only to their own groups; a folder cannot be made foreign alone)."""
 
 from __future__ import annotations
 
@@ -37,7 +39,13 @@ PICKLED = [
     ("torchscript", "cpp"),
     ("aoti", "cpp"),
 ]
-ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+ROOT_ONLY = pytest.mark.skipif(
+    os.geteuid() != 0, reason="giving a file to another user's group needs root (CI runs as root)"
+)
+# pretending to be another uid would make the file itself foreign, reported before its folder
+ROOT_ONLY_CHOWN = pytest.mark.skipif(
+    os.geteuid() != 0, reason="giving a folder to another uid needs root (CI runs as root)"
+)
 
 
 def private_dir(tmp_path: Path, name: str) -> Path:
@@ -56,6 +64,17 @@ def copy_into(folder: Path, fmt: str) -> Path:
 def assert_matches_eager(runtime: gradvis_runtime.Explainer, label: str) -> None:
     x, target = rc.sample("net2d", 3, 41)
     rc.assert_close(runtime.run(x, target), rc.eager("net2d", x, target), label)
+
+
+def make_foreign(path: Path, monkeypatch) -> int:
+    """Make `path` belong to someone else (as root: chown to another uid; otherwise this
+    process pretends to be another uid); returns the uid that now owns it from our view."""
+    if os.geteuid() == 0:
+        os.chown(path, other_uid(), -1)
+        return other_uid()
+    owner = os.stat(path).st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: other_uid())
+    return owner
 
 
 def other_uid() -> int:
@@ -116,22 +135,21 @@ def test_file_writable_by_a_shared_group_is_refused(tmp_path, fmt):
     assert_matches_eager(gradvis_runtime.load(path), f"{fmt} group-writable by root's group")
 
 
-@ROOT_ONLY
 @pytest.mark.parametrize(("fmt", "backend"), PICKLED)
-def test_file_owned_by_another_user_is_refused(tmp_path, fmt, backend):
+def test_file_owned_by_another_user_is_refused(tmp_path, fmt, backend, monkeypatch):
     path = copy_into(private_dir(tmp_path, "mine"), fmt)
-    os.chown(path, other_uid(), -1)  # mode 0600 stays: only its owner could change it
+    owner = make_foreign(path, monkeypatch)  # mode 0600 stays: only its owner could change it
     with pytest.raises(PermissionError) as refused:
         gradvis_runtime.load(path, backend=backend)
     message = str(refused.value)
-    assert f"the file is owned by another user (uid {other_uid()})" in message
+    assert "the file is owned by another user (" in message and f"uid {owner})" in message
     assert "copy the file into a folder of your own" in message and "trust=True" in message
     assert_matches_eager(
         gradvis_runtime.load(path, backend=backend, trust=True), f"{fmt} {backend} trusted"
     )
 
 
-@ROOT_ONLY
+@ROOT_ONLY_CHOWN
 def test_folder_owned_by_another_user_is_refused(tmp_path):
     folder = private_dir(tmp_path, "theirs")
     path = copy_into(folder, "torchscript")
