@@ -7,14 +7,15 @@ target layer, eager against the independent references of tests/zoo_checks.py, t
 -- the same checks as `pytest tests/test_zoo.py --zoo`, plus the export time and the latency of
 each artifact against the eager explainer (batch 1, one thread, median of `--repeats` calls).
 
-    python benchmarks/zoo.py                        # the whole matrix, ~40 minutes on 2 cores
+    python benchmarks/zoo.py --jobs 2               # the whole matrix on 2 cores (see docs/ZOO.md)
     python benchmarks/zoo.py --models resnet18 x3d  # some rows; docs/ZOO.md is not rewritten
     python benchmarks/zoo.py --out /tmp/ZOO.md      # elsewhere
 
 Rows are appended to a JSON-lines file as they finish (`--rows`, default build/zoo_rows.jsonl)
 and rows already there are not run again, so an interrupted run resumes; `--shard I/N` runs
-every N-th model (two shards in two processes use both cores), and `--table-only` writes the
-table from the rows file.
+every N-th model, `--jobs N` runs N such shards in N processes (one thread each: exporting is
+mostly single-threaded Python, so processes use the cores where threads would not) and writes
+the table with the run's wall time, and `--table-only` writes the table from the rows file.
 
 A failing cell keeps its reason (the first line of the error) for the table.
 """
@@ -26,6 +27,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -128,7 +130,7 @@ def cell(row: dict, key: str) -> str:
     return "✔" if row.get(key, "") is None else "✘"
 
 
-def table(rows: list[dict], seconds: float) -> str:
+def table(rows: list[dict], seconds: float, wall: str = "") -> str:
     passing = [r for r in rows if all(r.get(k, "") is None for k in ("eager", *FORMATS))]
     lines = [
         "# Model-zoo compatibility matrix",
@@ -138,8 +140,8 @@ def table(rows: list[dict], seconds: float) -> str:
         "",
         f"Run of {date.today().isoformat()}: gradvis {gv.__version__}, torch {torch.__version__}, "
         f"{platform.machine()}, one thread per process; {len(rows)} rows, {seconds / 60:.1f} "
-        "minutes of row time (the sum over rows, as one process runs them; `--shard` splits "
-        "them over processes); "
+        "minutes of row time (the sum over rows, as one process runs them)"
+        f"{wall}; "
         f"**{len(passing)} of {len(rows)} rows ({100 * len(passing) / max(len(rows), 1):.0f} %) "
         "pass eager and both formats.**",
         "",
@@ -148,7 +150,11 @@ def table(rows: list[dict], seconds: float) -> str:
         "spatial feature map the output depends on), eager against an independent reference "
         "(autograd Grad-CAM; guided backprop through a TorchFunctionMode), then each artifact "
         "exported from a batch-2 example and compared with eager on fresh inputs at batch 1 and "
-        "3. Latency: batch 1, median; ratio = artifact / eager explainer.",
+        "3, elementwise to 1e-3 of the largest value; guided maps may differ in up to 1 in "
+        "1,000 elements (a ReLU input within rounding of 0 opens in one runtime and not the other: "
+        "onnxruntime's layout optimisations flip 17-28 elements of guided backprop on "
+        "inception_v3, c2d and i3d, none at ORT_ENABLE_EXTENDED), the allowance of gv.export's "
+        "guard. Latency: batch 1, median; ratio = artifact / eager explainer.",
         "",
         "| model | family | method | layer | eager | ONNX | TorchScript | export s (ONNX / TS) "
         "| eager ms | ONNX ms (ratio) | TS ms (ratio) |",
@@ -188,6 +194,37 @@ def table(rows: list[dict], seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_shards(args: argparse.Namespace) -> str:
+    """Run `--jobs` shards as child processes on the same rows file; returns the wall-time
+    phrase for the table ("" when rows were resumed: their time is not in this run's)."""
+    resumed = args.rows.is_file() and args.rows.stat().st_size > 0
+    forwarded = ["--repeats", str(args.repeats), "--rows", str(args.rows)]
+    forwarded += ["--methods", *args.methods] + (["--models", *args.models] if args.models else [])
+    start = time.perf_counter()
+    children = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--shard", f"{i}/{args.jobs}", *forwarded],
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        for i in range(1, args.jobs + 1)
+    ]
+    codes = [child.wait() for child in children]
+    if any(codes):
+        raise SystemExit(f"a shard failed (exit codes {codes}); re-run to resume")
+    minutes = (time.perf_counter() - start) / 60
+    print(f"{args.jobs} shards done in {minutes:.1f} minutes", file=sys.stderr)
+    if resumed:
+        phrase = ", resumed from earlier rows (wall time not measured)"
+    else:
+        phrase = f", **{minutes:.1f} minutes of wall time in {args.jobs} processes**"
+    wall_file(args.rows).write_text(phrase)  # for a later --table-only of the same rows
+    return phrase
+
+
+def wall_file(rows: Path) -> Path:
+    return rows.with_name(rows.name + ".wall")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=sorted(ZOO), default=None)
@@ -196,9 +233,17 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="default: docs/ZOO.md (full run)")
     parser.add_argument("--rows", type=Path, default=ROOT / "build" / "zoo_rows.jsonl")
     parser.add_argument("--shard", default="1/1", help="I/N: every N-th model from the I-th")
+    parser.add_argument("--jobs", type=int, default=1, help="run N shards in N processes")
     parser.add_argument("--table-only", action="store_true", help="write the table from --rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    wall = ""
+    if args.jobs > 1 and not args.table_only:
+        if args.shard != "1/1":
+            parser.error("--jobs runs the shards itself; give --shard or --jobs, not both")
+        wall = run_shards(args)
+    elif args.table_only and wall_file(args.rows).is_file():
+        wall = wall_file(args.rows).read_text()
     index, count = (int(v) for v in args.shard.split("/"))
     names = (args.models or list(ZOO))[index - 1 :: count]
     done = {}
@@ -208,7 +253,7 @@ def main() -> int:
             done[row["model"], row["method"]] = row
     args.rows.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for i, name in enumerate([] if args.table_only else names, 1):
+        for i, name in enumerate([] if args.table_only or args.jobs > 1 else names, 1):
             for method in args.methods:
                 if (name, method) in done:
                     continue
@@ -216,6 +261,7 @@ def main() -> int:
                 row = run_row(name, method, Path(tmp), args.repeats)
                 row["seconds"] = time.perf_counter() - t0
                 done[name, method] = row
+                wall_file(args.rows).unlink(missing_ok=True)  # the measured run's rows changed
                 with args.rows.open("a") as rows_file:
                     rows_file.write(json.dumps(row) + "\n")
                 status = " ".join(f"{k}:{cell(row, k)}" for k in ("eager", *FORMATS))
@@ -233,7 +279,7 @@ def main() -> int:
         key=lambda r: (order[r["model"]], METHODS.index(r["method"])),
     )
     rows = [r for r in rows if args.models is None or r["model"] in args.models]
-    text = table(rows, sum(r.get("seconds", 0.0) for r in rows))
+    text = table(rows, sum(r.get("seconds", 0.0) for r in rows), wall)
     out = args.out or (ROOT / "docs" / "ZOO.md" if args.models is None else None)
     if out is not None:
         tmp = out.with_name(out.name + ".tmp")

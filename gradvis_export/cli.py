@@ -211,7 +211,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         example = torch.randn(2, 3, clip_len, size, size)
     precision = "fp16" if args.fp16 else "fp32"
-    path = export(explainer, example, args.out, format=args.format, precision=precision)
+    path = export(
+        explainer, example, args.out, format=args.format, precision=precision, profile=args.profile
+    )
     print(f"wrote {path}", file=sys.stderr)
     error = describe(path).get("fp16_error") if args.fp16 else None
     for name, value in (error or {}).items():
@@ -348,6 +350,13 @@ def parser() -> argparse.ArgumentParser:
         "--fp16",
         action="store_true",
         help="float16 weights and activations inside (float32 interface); prints the error vs fp32",
+    )
+    exp.add_argument(
+        "--profile",
+        choices=["tensorrt", "onnxruntime-cpu"],  # exporter.PROFILES (not imported: torch)
+        default=None,
+        help="ONNX only: tensorrt (operators TensorRT 10 parses) or onnxruntime-cpu (graph "
+        "rewrites faster on onnxruntime's CPU provider, e.g. X3D's depthwise convolutions)",
     )
     exp.set_defaults(run=cmd_export)
 

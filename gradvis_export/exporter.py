@@ -39,6 +39,8 @@ FORMATS = {
     ".pt2": "aoti",
 }
 METADATA_KEY = "gradvis"
+#: export profiles (ONNX only): None, then what each one targets
+PROFILES = (None, "tensorrt", "onnxruntime-cpu")
 
 
 def _format_of(path: Path, format: str | None) -> str:
@@ -163,6 +165,10 @@ def _save_onnx(
 ) -> None:
     import onnx
 
+    if profile == "onnxruntime-cpu":
+        from .ort_cpu import split_depthwise_conv3d
+
+        gm = split_depthwise_conv3d(gm)
     with quiet():
         program = _dynamic_program(gm, args)
         onnx_program = torch.onnx.export(
@@ -483,7 +489,9 @@ def export(
     adds JSON-serialisable fields to what the artifact records (e.g. `class_names`, `mean`,
     `std`); gradvis_runtime reads them back as `rt.metadata`.  `profile="tensorrt"` (ONNX only)
     keeps the graph to operators the TensorRT 10 ONNX parser supports (max-pool backward
-    without MaxPool's Indices output, no scatter) and refuses the export otherwise.
+    without MaxPool's Indices output, no scatter) and refuses the export otherwise;
+    `profile="onnxruntime-cpu"` (ONNX only) rewrites what onnxruntime's CPU provider runs slowly
+    (`gradvis_export.ort_cpu`: X3D's depthwise 3-D convolutions on small frames).
 
     `precision="fp16"` stores the weights and computes the activations in float16 inside the
     artifact (see `half_precision`: exponentials, sums, softmax, normalisations and epsilons
@@ -499,10 +507,12 @@ def export(
         raise TypeError(f"export takes a gradvis explainer, got {type(explainer).__name__}")
     path = Path(path)
     fmt = _format_of(path, format)
-    if profile not in (None, "tensorrt"):
-        raise ValueError(f"unknown profile {profile!r}; the one profile is 'tensorrt'")
-    if profile == "tensorrt" and fmt != "onnx":
-        raise ValueError("profile='tensorrt' applies to ONNX exports; use a .onnx file")
+    if profile not in PROFILES:
+        raise ValueError(
+            f"unknown profile {profile!r}; choose one of {', '.join(map(repr, PROFILES[1:]))}"
+        )
+    if profile and fmt != "onnx":
+        raise ValueError(f"profile={profile!r} applies to ONNX exports; use a .onnx file")
     if not isinstance(precision, str) or precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose 'fp32' (default) or 'fp16'")
     example_input = explainer.validate_input(example_input)

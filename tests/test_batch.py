@@ -19,13 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "runtime")]
+
+from videos import decode, encode
 
 import gradvis_export as gv
 from gradvis_export import batch, cli, models
@@ -46,28 +47,18 @@ GOOD = [f"v{k}" for k in range(6)]
 
 def write_video(path: Path, seed: int) -> Path:
     """A gradient background and a bright block that moves; different per seed."""
-    container = av.open(str(path), "w")
-    stream = container.add_stream("libx264", rate=24)
-    stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
-    for i in range(FRAMES):
-        frame = np.empty((HEIGHT, WIDTH, 3), np.uint8)
-        frame[..., 0] = (xx * 255 // (WIDTH - 1) + 37 * seed) % 256
-        frame[..., 1] = (yy * 255 // (HEIGHT - 1) + 11 * i) % 256
-        frame[..., 2] = (30 * seed + 5 * i) % 256
+
+    def frame(i: int) -> np.ndarray:
+        image = np.empty((HEIGHT, WIDTH, 3), np.uint8)
+        image[..., 0] = (xx * 255 // (WIDTH - 1) + 37 * seed) % 256
+        image[..., 1] = (yy * 255 // (HEIGHT - 1) + 11 * i) % 256
+        image[..., 2] = (30 * seed + 5 * i) % 256
         left = (20 + 4 * i + 17 * seed) % (WIDTH - 16)
-        frame[30:60, left : left + 16] = 255
-        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
+        image[30:60, left : left + 16] = 255
+        return image
 
-
-def decode(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    return encode(path, (frame(i) for i in range(FRAMES)), WIDTH, HEIGHT, fps=24)
 
 
 def clip_count(frames: int, clip_len: int, stride: int) -> int:

@@ -27,10 +27,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import models
+from guided_reference import GuidedMode
 from models import MODEL_FACTORIES, make_input
 
 # One intra-op thread by default: these nets are tiny, and with 2 OpenMP threads
@@ -165,111 +165,6 @@ def reference_gradcam(model, layer, x, target=None, normalize=True):
     if normalize:
         cam = normalise_per_sample(cam)
     return logits.detach(), cam.detach()
-
-
-class _GuidedActivation(torch.autograd.Function):
-    """y = fn(x); dx = vjp_fn(x, relu(dy)) -- derivative times ReLU(incoming grad)."""
-
-    @staticmethod
-    def forward(ctx, x, fn):
-        ctx.fn = fn
-        ctx.x = x.detach().clone()  # clone: x may be overwritten in place afterwards
-        return fn(x.detach())
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        with torch.enable_grad():
-            xx = ctx.x.detach().requires_grad_(True)
-            yy = ctx.fn(xx)
-            (gx,) = torch.autograd.grad(yy, xx, grad_out.clamp(min=0))
-        return gx, None
-
-
-def _arg(args, kwargs, pos, name, default):
-    if name in kwargs:
-        return kwargs[name]
-    if len(args) > pos:
-        return args[pos]
-    return default
-
-
-def _relu6(x):
-    return F.hardtanh(x, 0.0, 6.0)
-
-
-def _relu_rules():
-    """func -> (args, kwargs) -> (out_of_place_fn or None, inplace)."""
-
-    def inplace_kw(pos):
-        return lambda a, k: bool(_arg(a, k, pos, "inplace", False))
-
-    def hardtanh_rule(a, k):
-        lo, hi = _arg(a, k, 1, "min_val", -1.0), _arg(a, k, 2, "max_val", 1.0)
-        if lo == 0 and hi == 6:  # nn.ReLU6 is Hardtanh(0, 6)
-            return _relu6, bool(_arg(a, k, 3, "inplace", False))
-        return None, False
-
-    return {
-        F.relu: lambda a, k: (torch.relu, inplace_kw(1)(a, k)),
-        torch.relu: lambda a, k: (torch.relu, False),
-        torch.Tensor.relu: lambda a, k: (torch.relu, False),
-        torch.relu_: lambda a, k: (torch.relu, True),
-        torch.Tensor.relu_: lambda a, k: (torch.relu, True),
-        F.relu6: lambda a, k: (_relu6, inplace_kw(1)(a, k)),
-        F.hardtanh: hardtanh_rule,
-    }
-
-
-def _other_rules():
-    def inplace(a, k):
-        return bool(_arg(a, k, 1, "inplace", False))
-
-    def gelu(a, k):
-        approx = _arg(a, k, 1, "approximate", "none")
-        return (lambda x: F.gelu(x, approximate=approx)), False
-
-    def leaky(a, k):
-        slope = _arg(a, k, 1, "negative_slope", 0.01)
-        return (lambda x: F.leaky_relu(x, slope)), bool(_arg(a, k, 2, "inplace", False))
-
-    return {
-        F.silu: lambda a, k: (F.silu, inplace(a, k)),
-        F.hardswish: lambda a, k: (F.hardswish, inplace(a, k)),
-        F.hardsigmoid: lambda a, k: (F.hardsigmoid, inplace(a, k)),
-        F.gelu: gelu,
-        F.leaky_relu: leaky,
-        torch.sigmoid: lambda a, k: (torch.sigmoid, False),
-        torch.Tensor.sigmoid: lambda a, k: (torch.sigmoid, False),
-        torch.sigmoid_: lambda a, k: (torch.sigmoid, True),
-        torch.Tensor.sigmoid_: lambda a, k: (torch.sigmoid, True),
-    }
-
-
-class GuidedMode(TorchFunctionMode):
-    """Route activations through _GuidedActivation while active."""
-
-    def __init__(self, activations="relu"):
-        super().__init__()
-        assert activations in ("relu", "all")
-        self.rules = _relu_rules()
-        if activations == "all":
-            self.rules.update(_other_rules())
-        self.hits = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        rule = self.rules.get(func)
-        if rule is not None:
-            fn, inplace = rule(args, kwargs)
-            if fn is not None:
-                self.hits += 1
-                x = args[0]
-                y = _GuidedActivation.apply(x, fn)
-                if inplace:
-                    x.copy_(y)
-                    return x
-                return y
-        return func(*args, **kwargs)
 
 
 def reference_guided(model, x, target=None, activations="relu", return_hits=False):

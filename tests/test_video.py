@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "runtime"))
 sys.path.insert(0, str(ROOT))
 
+from videos import decode, encode
+
 import gradvis_export as gv
 import gradvis_runtime
 from gradvis_export import cli, models
@@ -81,26 +83,10 @@ def write_video(
     pix_fmt: str = "yuv420p",
     gray: bool = False,
 ) -> Path:
-    container = av.open(str(path), mode="w")
-    stream = container.add_stream(codec, rate=30)
-    stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-    for i in range(frames):
-        rgb = pattern(i, width, height)
-        if gray:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[..., 0]), format="gray")
-        else:
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
-
-
-def decode(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    images = (pattern(i, width, height) for i in range(frames))
+    if gray:
+        images = (rgb[..., 0] for rgb in images)
+    return encode(path, images, width, height, codec=codec, pix_fmt=pix_fmt)
 
 
 def expected_windows(n: int, clip_len: int, stride: int) -> list[tuple[int, list[int]]]:

