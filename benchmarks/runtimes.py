@@ -2,7 +2,8 @@
 runtime, batch 1, side by side in one process.
 
 Rows: onnxruntime, TorchScript and AOTInductor through `gradvis_runtime.load`; the C++ library
-timed inside C++ (`_cpp.Explainer.benchmark`: the call alone, GIL released); the same C++
+timed inside C++ (`_cpp.Explainer.benchmark`: the call alone, GIL released; .pt, .pt2 and, when
+it was built with ONNX Runtime, .onnx); the same C++
 library through the pybind11 bridge (`load(path, backend="cpp").run`: input checks in Python,
 NumPy in and out); and eager PyTorch.  Round-robin rounds as in the other suites; medians.
 The bridge's overhead = bridge / C++ call - 1 (target <= 5 %).
@@ -26,6 +27,8 @@ import torch
 #: bridge / C++ call: at most
 BRIDGE_TARGET = 1.05
 RUNTIME_REPEATS = {"resnet50": 20, "x3d_s": 10}
+#: after an onnxruntime call: longer than its workers spin before they sleep
+SPIN_PAUSE_S = 0.05
 
 
 def _timed(call: Callable[[], object]) -> float:
@@ -76,7 +79,8 @@ def time_case(
     for fmt, backend in (("onnx", "onnxruntime"), ("torchscript", "torchscript"), ("aoti", "aoti")):
         rt = gradvis_runtime.load(paths[fmt], backend=backend, threads=args.threads)
         runs[backend] = lambda rt=rt: rt.run(x, target)
-    for fmt in ("torchscript", "aoti"):
+    native_formats = ["torchscript", "aoti"] + (["onnx"] if _cpp.has_onnxruntime else [])
+    for fmt in native_formats:
         bridge = gradvis_runtime.load(paths[fmt], backend="cpp", threads=args.threads)
         runs[f"bridge_{fmt}"] = lambda rt=bridge: rt.run(x, target)
         native = _cpp.Explainer(str(paths[fmt]), args.threads)
@@ -95,6 +99,9 @@ def time_case(
             for _ in range(max(1, warmup)):
                 call()
         names = list(runs)
+        # ONNX Runtime's workers spin for a while after each call; a pause (not timed) after
+        # each of its three sessions (Python, C++, bridge) keeps the next row off their cores
+        spinning = {"onnxruntime", "cpp_onnx", "bridge_onnx"}
         for r in range(repeats):
             gc.collect()
             gc.disable()
@@ -105,6 +112,8 @@ def time_case(
                         samples[name].append(runs[name]())  # timed inside C++
                     else:
                         samples[name].append(_timed(runs[name]))
+                    if name in spinning:
+                        time.sleep(SPIN_PAUSE_S)
             finally:
                 gc.enable()
     med = {name: statistics.median(v) for name, v in samples.items()}
@@ -116,6 +125,8 @@ def time_case(
         "bridge_torchscript": "bridge load(backend='cpp'), .pt",
         "cpp_aoti": "C++ gradvis::Explainer, .pt2",
         "bridge_aoti": "bridge load(backend='cpp'), .pt2",
+        "cpp_onnx": "C++ gradvis::Explainer, .onnx",
+        "bridge_onnx": "bridge load(backend='cpp'), .onnx",
         "eager": "eager PyTorch (autograd)",
     }
     lines += [
@@ -124,9 +135,11 @@ def time_case(
         f"{'runtime':36s} {'median ms':>10s} {'x onnxruntime':>14s}",
     ]
     for name, label in labels.items():
+        if name not in med:  # a C++ library built without ONNX Runtime
+            continue
         lines.append(f"{label:36s} {med[name]:10.2f} {med[name] / med['onnxruntime']:14.2f}")
     verdicts = {}
-    for fmt in ("torchscript", "aoti"):
+    for fmt in native_formats:
         ratio = med[f"bridge_{fmt}"] / med[f"cpp_{fmt}"]
         paired = statistics.median(
             b / c for b, c in zip(samples[f"bridge_{fmt}"], samples[f"cpp_{fmt}"])

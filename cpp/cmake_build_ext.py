@@ -5,7 +5,9 @@ Optional but attempted: without CMake, a compiler or an importable torch (e.g. u
 isolation: install with `--no-build-isolation`), the build prints why and the pure-Python
 package installs; `gradvis_runtime.load(path, backend="cpp")` then says the extension is
 missing.  GRADVIS_REQUIRE_CPP=1 makes a failed build an error; GRADVIS_CPP_BUILD_DIR moves the
-CMake tree (default build/cpp, where .ci/run runs ctest); GRADVIS_CPP_JOBS sets the parallel jobs.
+CMake tree (default build/cpp, where .ci/run runs ctest); GRADVIS_CPP_JOBS sets the parallel jobs;
+GRADVIS_ONNXRUNTIME_ROOT (an ONNX Runtime SDK folder, see cpp/onnxruntime_sdk.py) adds the
+library's ONNX backend.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class CMakeBuild(build_ext):
         log = build_dir / "build.log"
         configure = [cmake, "-S", str(ROOT), "-B", str(build_dir), "-DGRADVIS_BUILD_PYTHON=ON"]
         configure += [f"-DPython3_EXECUTABLE={sys.executable}", "-DCMAKE_BUILD_TYPE=Release"]
+        sdk = os.environ.get("GRADVIS_ONNXRUNTIME_ROOT")
+        if sdk:
+            configure.append(f"-DONNXRUNTIME_ROOT={Path(sdk).resolve()}")
         if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").exists():
             configure += ["-G", "Ninja"]
         jobs = os.environ.get("GRADVIS_CPP_JOBS", str(max(1, min(2, os.cpu_count() or 1))))

@@ -1,6 +1,7 @@
 """Write the C++ test's fixtures: TorchScript and AOTInductor artifacts of tests/runtime_cases.py
 and eager reference outputs on fresh inputs at batch 1 and 3, listed in manifest.txt (format in
-cpp/tests/test_explainer.cpp).
+cpp/tests/test_explainer.cpp); the ONNX artifacts' in manifest_onnx.txt (for a library built
+with ONNX Runtime).
 
     python tests/cpp_fixtures.py OUT_DIR [--cases net2d,x3d]
 """
@@ -25,9 +26,10 @@ def main() -> None:
     os.environ["GRADVIS_ARTIFACT_DIR"] = str(args.out.resolve())
     import runtime_cases as rc
 
-    lines = []
+    lines: dict[str, list[str]] = {"manifest.txt": [], "manifest_onnx.txt": []}
     for case in args.cases.split(","):
-        for fmt in ("torchscript", "aoti"):
+        for fmt in ("torchscript", "aoti", "onnx"):
+            manifest = lines["manifest_onnx.txt" if fmt == "onnx" else "manifest.txt"]
             start = time.perf_counter()
             path = rc.artifact(case, fmt)
             print(f"{path.name}: {time.perf_counter() - start:.1f} s", flush=True)
@@ -35,16 +37,19 @@ def main() -> None:
                 x, target = rc.sample(case, batch, seed)
                 want = rc.eager(case, x, target)
                 stem = f"{case}_{fmt}_b{batch}"
-                lines.append(f"run {path.name}")
+                manifest.append(f"run {path.name}")
                 x.tofile(args.out / f"{stem}_input.bin")
                 target.tofile(args.out / f"{stem}_target.bin")
-                lines.append(f"input input {stem}_input.bin float32 {' '.join(map(str, x.shape))}")
-                lines.append(f"input target {stem}_target.bin int64 {batch}")
+                manifest.append(
+                    f"input input {stem}_input.bin float32 {' '.join(map(str, x.shape))}"
+                )
+                manifest.append(f"input target {stem}_target.bin int64 {batch}")
                 for name, value in want.items():
                     value.astype("float32").tofile(args.out / f"{stem}_{name}.bin")
                     dims = " ".join(map(str, value.shape))
-                    lines.append(f"output {name} {stem}_{name}.bin {dims}")
-    (args.out / "manifest.txt").write_text("\n".join(lines) + "\n")
+                    manifest.append(f"output {name} {stem}_{name}.bin {dims}")
+    for name, manifest in lines.items():
+        (args.out / name).write_text("\n".join(manifest) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The C++ library through the pybind11 bridge: exceptions keep their messages, one explainer
-serves 8 Python threads at once (GIL released), and 10 000 calls do not grow memory."""
+serves 8 Python threads at once (GIL released), and 10 000 calls do not grow memory; the same
+for the library's optional ONNX Runtime backend."""
 
 from __future__ import annotations
 
@@ -35,6 +36,14 @@ def test_cpp_exceptions_keep_their_message(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(FileNotFoundError, match="cannot load .* as an AOTInductor package"):
         _cpp.Explainer(str(bad))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    if _cpp.has_onnxruntime:  # .ci/run builds it (tests/test_runtime_backends.py requires it)
+        with pytest.raises(FileNotFoundError, match="cannot load .* as an ONNX model"):
+            _cpp.Explainer(str(bad))
+    else:
+        with pytest.raises(RuntimeError, match="no ONNX Runtime backend.*-DONNXRUNTIME_ROOT"):
+            _cpp.Explainer(str(bad))
     ex = _cpp.Explainer(str(rc.artifact("net2d", "torchscript")))
     x, target = rc.sample("net2d", 2, 0)
     with pytest.raises(ValueError, match=r"the input has dtype Double; this artifact takes Float"):
@@ -52,8 +61,10 @@ def test_cpp_exceptions_keep_their_message(tmp_path):
     np.testing.assert_allclose(got[1], want["heatmap"], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "aoti"])
+@pytest.mark.parametrize("fmt", ["torchscript", "aoti", "onnx"])
 def test_eight_threads_one_explainer(fmt):
+    if fmt == "onnx":
+        rc.require_cpp_onnx()
     rt = gradvis_runtime.load(rc.artifact("net2d", fmt), backend="cpp", threads=1)
     samples = [rc.sample("net2d", 1 + i % 3, 100 + i) for i in range(8)]
     wants = [rc.eager("net2d", x, t) for x, t in samples]
@@ -90,10 +101,14 @@ class Tiny(nn.Module):
         return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
-def test_ten_thousand_calls_do_not_grow_memory(tmp_path):
+@pytest.mark.parametrize("suffix", [".pt", ".onnx"])
+def test_ten_thousand_calls_do_not_grow_memory(tmp_path, suffix):
+    """Also for ONNX Runtime's outputs, which the returned arrays own until they are freed."""
+    if suffix == ".onnx":
+        rc.require_cpp_onnx()
     model = Tiny().eval()
     x = torch.randn(2, 3, 8, 8)
-    path = gv.export(gv.GradCAM(model, "conv"), x, tmp_path / "tiny.pt")
+    path = gv.export(gv.GradCAM(model, "conv"), x, tmp_path / f"tiny{suffix}")
     rt = gradvis_runtime.load(path, backend="cpp", threads=1)
     xs = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
     process = psutil.Process()

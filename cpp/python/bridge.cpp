@@ -151,4 +151,5 @@ PYBIND11_MODULE(_cpp, m) {
       .def_property_readonly("input_specs", &PyExplainer::input_specs)
       .def_property_readonly("path", &PyExplainer::path);
   m.attr("version") = gradvis::version();
+  m.attr("has_onnxruntime") = gradvis::has_onnxruntime();
 }

@@ -1,5 +1,6 @@
-// gradvis::Explainer: loads a TorchScript or AOTInductor artifact with its metadata, checks
-// every run's inputs against that metadata and runs the graph under c10::InferenceMode.
+// gradvis::Explainer: loads a TorchScript, AOTInductor or (when built with ONNX Runtime) ONNX
+// artifact with its metadata, checks every run's inputs against that metadata and runs the
+// graph under c10::InferenceMode.
 #include "gradvis/gradvis.h"
 
 #include <ATen/Parallel.h>
@@ -14,6 +15,9 @@
 #include <sstream>
 
 #include "json.h"
+#ifdef GRADVIS_WITH_ONNXRUNTIME
+#include "onnx_session.h"
+#endif
 
 #ifndef GRADVIS_VERSION
 #define GRADVIS_VERSION "unknown"
@@ -135,10 +139,14 @@ const at::Tensor& Outputs::operator[](const std::string& name) const {
 struct Explainer::Impl {
   std::string path;
   Metadata metadata;
-  // Exactly one of the two is set.  Both are safe for concurrent calls: TorchScript's graph
-  // executor locks its own plan cache, AOTInductor's container hands each call a free runner.
+  // Exactly one is set.  All are safe for concurrent calls: TorchScript's graph executor
+  // locks its own plan cache, AOTInductor's container hands each call a free runner, and
+  // ONNX Runtime's Session::Run is thread-safe.
   std::unique_ptr<torch::jit::Module> script;
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> aoti;
+#ifdef GRADVIS_WITH_ONNXRUNTIME
+  std::unique_ptr<OnnxSession> onnx;
+#endif
 
   at::Tensor check_input(const at::Tensor& x) const;
   at::Tensor check_extra(const InputSpec& spec, const at::Tensor& value, int64_t batch) const;
@@ -194,6 +202,13 @@ std::vector<at::Tensor> Explainer::Impl::call(std::vector<at::Tensor> inputs) co
   c10::InferenceMode guard;
   try {
     if (aoti) return aoti->run(inputs);
+#ifdef GRADVIS_WITH_ONNXRUNTIME
+    if (onnx) {
+      std::vector<std::string> names;
+      for (const auto& spec : metadata.inputs) names.push_back(spec.name);
+      return onnx->run(names, inputs, metadata.outputs);
+    }
+#endif
     std::vector<c10::IValue> args(inputs.begin(), inputs.end());
     c10::IValue result = script->forward(std::move(args));
     std::vector<at::Tensor> outputs;
@@ -232,15 +247,28 @@ Explainer::Explainer(const std::string& path, const Options& options)
           torch::jit::load(path, c10::Device(c10::kCPU), extra));
       impl_->script->eval();
       text = extra.begin()->second;
+    } else if (suffix == ".onnx") {
+#ifdef GRADVIS_WITH_ONNXRUNTIME
+      impl_->onnx = std::make_unique<OnnxSession>(path, options.num_threads);
+      text = impl_->onnx->metadata(kMetadataKey);
+#else
+      throw Error("'" + path +
+                  "' is an ONNX artifact, and this build of the gradvis library has no ONNX "
+                  "Runtime backend: configure it with -DONNXRUNTIME_ROOT=<ONNX Runtime SDK>, or "
+                  "run the file with onnxruntime (gradvis_runtime's backend='onnxruntime')");
+#endif
     } else {
       throw Error("cannot tell the format of '" + path +
-                  "': the C++ library runs TorchScript (.pt) and AOTInductor (.pt2) artifacts");
+                  "': the C++ library runs TorchScript (.pt), AOTInductor (.pt2) and, when built "
+                  "with ONNX Runtime, ONNX (.onnx) artifacts");
     }
   } catch (const Error&) {
     throw;
   } catch (const std::exception& error) {
     throw FileError("cannot load '" + path + "' as " +
-                    (suffix == ".pt2" ? "an AOTInductor package" : "a TorchScript module") +
+                    (suffix == ".pt2"    ? "an AOTInductor package"
+                     : suffix == ".onnx" ? "an ONNX model"
+                                         : "a TorchScript module") +
                     ": " + short_message(error));
   }
   if (text.empty())
@@ -296,5 +324,13 @@ const Metadata& Explainer::metadata() const { return impl_->metadata; }
 const std::string& Explainer::path() const { return impl_->path; }
 
 const char* version() { return GRADVIS_VERSION; }
+
+bool has_onnxruntime() {
+#ifdef GRADVIS_WITH_ONNXRUNTIME
+  return true;
+#else
+  return false;
+#endif
+}
 
 }  // namespace gradvis

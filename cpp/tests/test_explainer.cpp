@@ -1,10 +1,11 @@
 // CTest: gradvis::Explainer against eager PyTorch outputs written by tests/cpp_fixtures.py
 // (TorchScript and AOTInductor artifacts, batch sizes other than the export's), the same runs
-// from 8 threads on one explainer, and the error messages for bad input.
+// from 8 threads on one explainer, and the error messages for bad input.  With a build on ONNX
+// Runtime, the same on the ONNX artifacts (manifest_onnx.txt).
 //
-//   gradvis_test FIXTURE_DIR
+//   gradvis_test FIXTURE_DIR [MANIFEST]
 //
-// FIXTURE_DIR/manifest.txt, one line per item:
+// FIXTURE_DIR/MANIFEST (default manifest.txt), one line per item:
 //   run ARTIFACT                        -- a new case on this artifact
 //   input NAME FILE DTYPE D0 D1 ...     -- a graph input of the case (raw C-order bytes)
 //   output NAME FILE D0 D1 ...          -- an expected float32 output
@@ -47,9 +48,9 @@ at::Tensor read_raw(const std::string& path, c10::ScalarType dtype,
   return t;
 }
 
-std::vector<Case> read_manifest(const std::string& dir) {
-  std::ifstream file(dir + "/manifest.txt");
-  if (!file) throw std::runtime_error("no " + dir + "/manifest.txt: run tests/cpp_fixtures.py");
+std::vector<Case> read_manifest(const std::string& dir, const std::string& name) {
+  std::ifstream file(dir + "/" + name);
+  if (!file) throw std::runtime_error("no " + dir + "/" + name + ": run tests/cpp_fixtures.py");
   std::vector<Case> cases;
   std::string line;
   while (std::getline(file, line)) {
@@ -121,12 +122,12 @@ void expect_error(const std::function<void()>& call, const std::string& needle,
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: gradvis_test FIXTURE_DIR\n";
+    std::cerr << "usage: gradvis_test FIXTURE_DIR [MANIFEST]\n";
     return 2;
   }
   std::vector<Case> cases;
   try {
-    cases = read_manifest(argv[1]);
+    cases = read_manifest(argv[1], argc > 2 ? argv[2] : "manifest.txt");
   } catch (const std::exception& error) {
     std::cerr << error.what() << "\n";
     return 1;

@@ -37,7 +37,7 @@ def load(
 ) -> Explainer:
     """Load an exported explainer.  The backend follows the suffix (.onnx -> onnxruntime,
     .pt -> torchscript, .pt2 -> aoti) unless given; `backend="cpp"` uses the C++ library for
-    .pt / .pt2.  `providers` are onnxruntime's; `threads` the intra-op threads;
+    .pt / .pt2, and for .onnx when it was built with ONNX Runtime (`_cpp.has_onnxruntime`).  `providers` are onnxruntime's; `threads` the intra-op threads;
     `session_config` onnxruntime session config entries, e.g.
     `{"session.intra_op.allow_spinning": "0"}` when other threads share the cores.
 
@@ -130,11 +130,6 @@ def _open(path: Path, backend: str | None, providers, threads, session_config=No
     elif backend == "aoti":
         metadata, run = aoti_backend(path, threads)
     elif backend == "cpp":
-        if path.suffix.lower() == ".onnx":
-            raise ValueError(
-                "the C++ library runs TorchScript (.pt) and AOTInductor (.pt2) artifacts; "
-                "load an .onnx file with backend='onnxruntime'"
-            )
         metadata, run = cpp_backend(path, threads)
     else:
         raise ValueError(

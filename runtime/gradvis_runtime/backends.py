@@ -192,8 +192,11 @@ def aoti_backend(path: Path, threads: int | None) -> Loaded:
 
 def cpp_backend(path: Path, threads: int | None) -> Loaded:
     """The C++ library (gradvis::Explainer) through the pybind11 bridge `gradvis_runtime._cpp`:
-    TorchScript (.pt) and AOTInductor (.pt2) artifacts."""
-    check_archive(path, package=path.suffix.lower() == ".pt2")  # as the library tells them
+    TorchScript (.pt) and AOTInductor (.pt2) artifacts, and ONNX ones when the library was
+    built with ONNX Runtime."""
+    onnx = path.suffix.lower() == ".onnx"
+    if not onnx:
+        check_archive(path, package=path.suffix.lower() == ".pt2")  # as the library tells them
     _torch(None)  # loads libtorch / libc10 that the extension links to
     try:
         from . import _cpp
@@ -203,6 +206,12 @@ def cpp_backend(path: Path, threads: int | None) -> Loaded:
             f"built ({error}); install CMake and a C++ compiler, then reinstall with "
             "`pip install --no-build-isolation -e .`"
         ) from error
+    if onnx and not getattr(_cpp, "has_onnxruntime", False):
+        raise ValueError(
+            "this build of the C++ library has no ONNX Runtime backend: rebuild it with "
+            "GRADVIS_ONNXRUNTIME_ROOT=<ONNX Runtime SDK> (see cpp/onnxruntime_sdk.py), or load "
+            "the .onnx file with backend='onnxruntime'"
+        )
     explainer = _cpp.Explainer(str(path), threads or 0)
     metadata = json.loads(explainer.metadata_json)
     names = metadata.get("inputs", ["input", "target"])

@@ -1,4 +1,6 @@
-// gradvis: run exported explainers (TorchScript .pt, AOTInductor .pt2) from C++ on LibTorch.
+// gradvis: run exported explainers (TorchScript .pt, AOTInductor .pt2) from C++ on LibTorch,
+// and ONNX (.onnx) artifacts on ONNX Runtime when the library is built with it
+// (-DONNXRUNTIME_ROOT=...; see has_onnxruntime()).
 //
 //   gradvis::Explainer explainer("gradcam.pt2");
 //   gradvis::Outputs out = explainer.run(frames, target);   // out["logits"], out["heatmap"]
@@ -48,7 +50,7 @@ struct InputSpec {
 // What the artifact records about itself (written by gradvis_export at export time).
 struct Metadata {
   std::string method;           // e.g. "GradCAM"
-  std::string format;           // "torchscript" or "aoti"
+  std::string format;           // "torchscript", "aoti" or "onnx"
   std::string input_layout;     // "BCHW", "BCTHW", "BHWC", "BTHWC"
   std::string gradvis_version;
   std::vector<InputSpec> inputs;     // graph order: "input" first, then the target's
@@ -68,7 +70,8 @@ struct Outputs {
 };
 
 struct Options {
-  int num_threads = 0;     // > 0: at::set_num_threads (process-wide); 0: LibTorch's default
+  int num_threads = 0;     // > 0: at::set_num_threads (process-wide) and, for an .onnx file,
+                           // ONNX Runtime's intra-op threads; 0: the runtimes' defaults
   int aoti_runners = 1;    // AOTInductor: model copies that can run at the same time
 };
 
@@ -98,5 +101,8 @@ class Explainer {
 
 // The library's version (the gradvis version it was built with).
 const char* version();
+
+// Whether this build runs .onnx artifacts (built against an ONNX Runtime SDK).
+bool has_onnxruntime();
 
 }  // namespace gradvis
