@@ -8,7 +8,7 @@
 int main(int argc, char** argv) {
   if (argc < 2) return 2;
   try {
-    gradvis::Explainer explainer(argv[1]);  // a .pt or .pt2 from gv.export
+    gradvis::Explainer explainer(argv[1]);  // a .pt or .pt2 (or .onnx) from gv.export
     const auto& spec = explainer.metadata().inputs.front();
     std::vector<int64_t> shape = spec.shape;
     shape[0] = 2;  // any batch size
