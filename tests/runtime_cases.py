@@ -41,14 +41,28 @@ def require_cpp_option(available: bool, message: str) -> None:
     pytest.skip(message)
 
 
+CPP_ONNX_MISSING = (
+    "the C++ library was built without ONNX Runtime (python cpp/onnxruntime_sdk.py SDK, "
+    "then reinstall with GRADVIS_ONNXRUNTIME_ROOT=SDK)"
+)
+
+
 def require_cpp_onnx() -> None:
     from gradvis_runtime import _cpp
 
-    require_cpp_option(
-        _cpp.has_onnxruntime,
-        "the C++ library was built without ONNX Runtime (python cpp/onnxruntime_sdk.py SDK, "
-        "then reinstall with GRADVIS_ONNXRUNTIME_ROOT=SDK)",
-    )
+    require_cpp_option(_cpp.has_onnxruntime, CPP_ONNX_MISSING)
+
+
+def cpp_onnx_available() -> bool:
+    """For tests that cover more than the optional backend: whether to include it (absent and
+    required by GRADVIS_REQUIRE_CPP_OPTIONS=1: the test fails)."""
+    from gradvis_runtime import _cpp
+
+    if not _cpp.has_onnxruntime and os.environ.get("GRADVIS_REQUIRE_CPP_OPTIONS") == "1":
+        import pytest
+
+        pytest.fail(CPP_ONNX_MISSING)
+    return bool(_cpp.has_onnxruntime)
 
 
 @functools.cache

@@ -63,9 +63,11 @@ def test_metadata_round_trips(case):
             "target": {"dtype": "int64", "shape": ["B"], "default": -1},
         },
     }
-    rc.require_cpp_onnx()
+    with_onnx = rc.cpp_onnx_available()  # the other runtimes are checked either way
     read = {}
     for fmt, backend in RUNS:
+        if (fmt, backend) == ("onnx", "cpp") and not with_onnx:
+            continue
         meta = gradvis_runtime.load(rc.artifact(case, fmt), backend=backend).metadata
         for key, value in want.items():
             got = meta[key]
@@ -80,7 +82,7 @@ def test_metadata_round_trips(case):
     # the C++ library's own parse of the specs agrees with the JSON
     from gradvis_runtime import _cpp
 
-    for fmt in ("torchscript", "aoti", "onnx"):
+    for fmt in ("torchscript", "aoti", "onnx") if with_onnx else ("torchscript", "aoti"):
         specs = _cpp.Explainer(str(rc.artifact(case, fmt))).input_specs
         assert specs == [
             ("input", "float32", [-1, *shape], None),

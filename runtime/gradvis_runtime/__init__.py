@@ -37,8 +37,8 @@ def load(
 ) -> Explainer:
     """Load an exported explainer.  The backend follows the suffix (.onnx -> onnxruntime,
     .pt -> torchscript, .pt2 -> aoti) unless given; `backend="cpp"` uses the C++ library for
-    .pt / .pt2, and for .onnx when it was built with ONNX Runtime (`_cpp.has_onnxruntime`).  `providers` are onnxruntime's; `threads` the intra-op threads;
-    `session_config` onnxruntime session config entries, e.g.
+    .pt / .pt2, and for .onnx when it was built with ONNX Runtime (`_cpp.has_onnxruntime`).
+    `providers` are onnxruntime's; `threads` the intra-op threads; `session_config` onnxruntime session config entries, e.g.
     `{"session.intra_op.allow_spinning": "0"}` when other threads share the cores.
 
     Trust: a TorchScript file (.pt: pickled code) or an AOTInductor package (.pt2: a native
