@@ -120,7 +120,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
         return cmd_explain_clip(args)
     from . import models
-    from .video.backends import ArtifactBackend, EagerBackend
+    from .video.backends import ArtifactBackend, EagerBackend, cores, default_workers
     from .video.pipeline import VideoOptions, explain_video
 
     def warn(message: str) -> None:
@@ -135,8 +135,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
             raise GradvisError(f"the shipped sample video is missing ({args.video}); give a VIDEO")
     _resolve_model(args)
     cfg = models.config(args.model)
+    workers = 1
+    if args.workers is not None and (args.workers < 1 or args.artifact is None):
+        raise GradvisError(
+            f"--workers {args.workers}: give a number >= 1, with --artifact (the eager explainer "
+            "runs one clip at a time on --threads threads)"
+        )
     if args.artifact is not None:
-        backend = ArtifactBackend(args.artifact, threads=args.threads)
+        workers = args.workers or default_workers(args.artifact, args.threads)
+        threads = max(1, (args.threads or cores()) // workers)
+        backend = ArtifactBackend(args.artifact, threads=threads)
         shape = backend.input_shape or []
         # the clip length and size the artifact was exported for: uint8 (B, T, S, S, 3) or
         # float (B, 3, T, S, S)
@@ -176,6 +184,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         boxes=args.boxes,
         uint8_input=uint8,
         labels=args.class_names if args.artifact is None else None,
+        workers=workers,
+        preset=args.preset,
     )
     summary = explain_video(
         args.video,
@@ -319,7 +329,22 @@ def parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--boxes", action="store_true", help="boxes around the hottest regions")
     explain.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity")
-    explain.add_argument("--threads", type=int, default=None)
+    explain.add_argument(
+        "--threads", type=int, default=None, help="threads in all (default: cores)"
+    )
+    explain.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="--artifact: clips explained at once, each on threads/workers threads (default: "
+        "one per thread up to 4 for .onnx, else 1)",
+    )
+    explain.add_argument(
+        "--preset",
+        default="ultrafast",
+        choices=["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"],
+        help="x264 preset of the MP4: slower ones write smaller files (default: ultrafast)",
+    )
     explain.add_argument("--quiet", action="store_true", help="no progress bar or notes")
     explain.add_argument(
         "--prompt", default=None, help="CLIP models (--model clip-ViT-B-32): the text to find"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from pathlib import Path
 
 import av
@@ -141,6 +143,38 @@ class FakeBackend:
         else:
             logits = np.asarray(self.logits(k), np.float32)
         return {"logits": logits[None], "heatmap": heatmap}
+
+
+class ByContentBackend:
+    """Like FakeBackend, but safe to call from several threads at once (workers > 1): which clip
+    it got is read off the clip itself -- the blue level of its first frame, 60 + 5 * frame
+    (`pattern`, first 24 frames; the nearest clip start) -- not from the order of the calls, which then is not the
+    clips' order.  Even clips answer late, so that calls finish out of order; it records the
+    most calls that ran at once."""
+
+    def __init__(self, size, clip_len, starts, heat, logits, mean=0.45, std=0.225):
+        self.size, self.clip_len, self.starts = size, clip_len, starts
+        self.heat, self.logits, self.mean, self.std = heat, logits, mean, std
+        self.lock = threading.Lock()
+        self.active = self.most = 0
+
+    def __call__(self, clip: np.ndarray, target: int) -> dict[str, np.ndarray]:
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            blue = (float(clip[0, 2, 0].mean()) * self.std + self.mean) * 255.0
+            # the nearest clip start: starts lie >= 2 frames = 10 levels apart, H.264 moves
+            # the level by a few
+            k = int(np.argmin(np.abs(np.asarray(self.starts) - (blue - 60) / 5)))
+            if k % 2 == 0:
+                time.sleep(0.03)
+            m = np.asarray(self.heat(k), np.float32)
+            heatmap = np.broadcast_to(m, (1, self.clip_len, self.size, self.size)).copy()
+            return {"logits": np.asarray(self.logits(k), np.float32)[None], "heatmap": heatmap}
+        finally:
+            with self.lock:
+                self.active -= 1
 
 
 def options(clip_len=4, stride=2, size=16, **kw) -> VideoOptions:
@@ -404,8 +438,11 @@ def test_sliding_clips_rejects_bad_stride():
 # ----------------------------------------------------------------------------- 4. JSON
 
 
+@pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.parametrize("n,clip_len,stride", [(24, 4, 4), (26, 4, 2), (25, 6, 3)])
-def test_json_sidecar_fields_and_averaged_scores(tmp_path, n, clip_len, stride):
+def test_json_sidecar_fields_and_averaged_scores(tmp_path, n, clip_len, stride, workers):
+    """Per-frame clips, averaged probabilities and boxes against the formulas; with workers > 1
+    the clips are explained side by side and finish out of order, and must land the same."""
     video = write_video(tmp_path / "in.mp4", n, 96, 64)
     side = tmp_path / "o.json"
 
@@ -417,16 +454,18 @@ def test_json_sidecar_fields_and_averaged_scores(tmp_path, n, clip_len, stride):
         m[:6, :6] = 1.0
         return m
 
-    backend = FakeBackend(16, clip_len, heat=heat, logits=logits)
+    starts = [start for start, _ in expected_windows(n, clip_len, stride)]
+    backend = ByContentBackend(16, clip_len, starts, heat=heat, logits=logits)
     labels = ["a", "b", "c"]
     explain_video(
         video,
         backend,
-        options(clip_len, stride, labels=labels),
+        options(clip_len, stride, labels=labels, workers=workers),
         sidecar=side,
         progress=False,
         metadata={"method": "fake"},
     )
+    assert backend.most == 1 if workers == 1 else 2 <= backend.most <= workers
     data = json.loads(side.read_text())
     assert data["width"] == 96 and data["height"] == 64
     assert data["clip_len"] == clip_len and data["stride"] == stride and data["size"] == 16
@@ -718,6 +757,53 @@ def test_ordered_worker_runs_in_order_and_reraises():
     assert seen == [0, 1, 2]  # nothing after the failure ran
 
 
+def test_in_order_pool_returns_results_in_order_bounded_and_reraises():
+    from gradvis_export.video.worker import InOrderPool
+
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def slow_square(i):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.002 * ((7 * i) % 5))  # later items often finish first
+        with lock:
+            running[0] -= 1
+        return i * i, threading.get_ident()
+
+    for workers in (1, 2, 4):
+        got = []
+        with InOrderPool(slow_square, workers) as pool:
+            for i in range(40):
+                done = pool.submit(i)
+                assert len(pool.pending) <= workers + 1  # bounded: memory stays flat
+                got += done
+            got += pool.drain()
+        assert [item for item, _ in got] == list(range(40))
+        assert [result for _, (result, _) in got] == [i * i for i in range(40)]
+        threads = {ident for _, (_, ident) in got}
+        if workers == 1:  # in the caller's thread, one at a time
+            assert threads == {threading.get_ident()} and most[0] == 1
+        else:
+            assert threading.get_ident() not in threads and 2 <= most[0] <= workers
+        most[0] = 0
+
+    def boom(i):
+        if i == 3:
+            raise ValueError("item 3")
+        return i
+
+    got = []
+    with pytest.raises(ValueError, match="item 3"):
+        with InOrderPool(boom, 2) as pool:
+            for i in range(10):
+                got += pool.submit(i)
+            got += pool.drain()
+    assert [item for item, _ in got] == [0, 1, 2]  # what came before the failure, in order
+    with pytest.raises(ValueError, match="workers"):
+        InOrderPool(boom, 0)
+
+
 def test_prefetch_keeps_order_errors_and_stops_early():
     from gradvis_export.video.worker import Prefetch
 
@@ -905,6 +991,18 @@ def test_cli_artifact_shape_mismatch(uint8_artifact, video_97, tmp_path, capsys)
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2
         assert len(err) == 1 and err[0].startswith("gradvis: error: ") and "artifact" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_workers_must_be_positive_and_with_an_artifact(
+    video_97, uint8_artifact, tmp_path, capsys
+):
+    base = ["explain", str(video_97), "--out", str(tmp_path / "o.mp4"), "--quiet"]
+    for extra in (["--artifact", str(uint8_artifact[0]), "--workers", "0"], ["--workers", "2"]):
+        code = cli.main(base + extra)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2
+        assert len(err) == 1 and "--workers" in err[0] and "--artifact" in err[0]
     assert list(tmp_path.iterdir()) == []
 
 

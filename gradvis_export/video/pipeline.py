@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from .overlay import (
     signed_image,
     upsample_map,
 )
-from .worker import OrderedWorker, Prefetch
+from .worker import BACKGROUND_NICE, InOrderPool, OrderedWorker, Prefetch
 
 #: clip (1, 3, T, S, S) float32 normalised, or (1, T, S, S, 3) uint8 -> named outputs
 Backend = Callable[[np.ndarray, int], dict[str, np.ndarray]]
@@ -53,6 +52,12 @@ class VideoOptions:
     box_threshold: float = 0.6
     uint8_input: bool = False  # the backend takes (1, T, S, S, 3) uint8 frames
     labels: list[str] | None = None
+    # clips explained at once, each call on its own thread (the backend must allow calls from
+    # several threads, as onnxruntime sessions do); 1: in the main loop
+    workers: int = 1
+    # x264's preset for the MP4: `ultrafast` costs ~half the render thread's CPU of `veryfast`
+    # per 640x360 frame (its share of a 2-core job, BENCHMARKS.md) for files ~2-3x larger
+    preset: str = "ultrafast"
 
 
 @dataclass
@@ -193,7 +198,8 @@ def explain_video(
         # the MP4 is opened on the first frame (its size depends on the panel); its context
         # closes after the render thread stopped (exit order is the reverse of entry)
         mp4_stack = stack.enter_context(contextlib.ExitStack())
-        worker = stack.enter_context(OrderedWorker())
+        nice = BACKGROUND_NICE if options.workers == 1 else 0  # see worker.BACKGROUND_NICE
+        worker = stack.enter_context(OrderedWorker(nice=nice))
 
         def render_rgb(
             frame: np.ndarray, values: dict[str, np.ndarray], boxes: list[list[float]]
@@ -248,6 +254,7 @@ def explain_video(
                             iw + iw % 2,
                             ih + ih % 2,
                             frame_format="yuv420p" if planar else "rgb24",
+                            preset=options.preset,
                         )
                     )
                 even = image
@@ -275,14 +282,16 @@ def explain_video(
             if bar is not None:
                 bar.update(1)
 
-        def run_clip(clip: Clip[np.ndarray]) -> None:
-            t0 = time.perf_counter()
+        def explain_clip(clip: Clip[np.ndarray]) -> dict[str, np.ndarray]:
+            """Preprocess and explain one clip (on a pool thread when workers > 1)."""
             if options.uint8_input:
                 batch = np.ascontiguousarray(np.stack(clip.items)[None])
             else:
                 batch = normalise_clip(clip.items, options.mean, options.std)
-            outputs = backend(batch, options.target)
-            summary.seconds["explain"] += time.perf_counter() - t0
+            return backend(batch, options.target)
+
+        def add_clip(clip: Clip[np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+            """Average an explained clip's maps and probabilities into its frames."""
             maps = clip_maps(outputs)
             probs = softmax(np.asarray(outputs["logits"])[0].astype(np.float64))
             for frame_index in clip.frames():
@@ -306,15 +315,25 @@ def explain_video(
             """A decoded frame -> (the frame to render on, the model's input frame)."""
             return (yuv420(frame) if planar else rgb24(frame)), resized_rgb24(frame, options.size)
 
-        frames = stack.enter_context(Prefetch(decode_frames(video, convert)))
+        def final_before() -> int:
+            """Frames below this get no more maps: no later clip, no clip still explaining."""
+            waiting = pool.pending
+            return min(clips.final_before, waiting[0].start) if waiting else clips.final_before
+
+        pool = stack.enter_context(InOrderPool(explain_clip, options.workers))
+        frames = stack.enter_context(Prefetch(decode_frames(video, convert), nice=nice))
         for frame, small in frames:
             originals[clips.count] = frame
             for clip in clips.push(small):
-                run_clip(clip)
-            for entry in averager.pop_before(clips.final_before):
+                for done in pool.submit(clip):
+                    add_clip(*done)
+            for entry in averager.pop_before(final_before()):
                 worker.submit(render, *entry)
         for clip in clips.finish():
-            run_clip(clip)
+            for done in pool.submit(clip):
+                add_clip(*done)
+        for done in pool.drain():
+            add_clip(*done)
         if clips.padded:
             warn(
                 f"the video has {clips.count} frame(s), fewer than one clip of "
@@ -324,6 +343,7 @@ def explain_video(
             worker.submit(render, *entry)
         worker.join()
         summary.seconds["decode"] = frames.waited
+        summary.seconds["explain"] = pool.waited
         summary.seconds["render"] = worker.waited
         summary.seconds["render_work"] = worker.busy
         summary.seconds["decode_cpu"], summary.seconds["render_cpu"] = frames.cpu, worker.cpu

@@ -1,5 +1,6 @@
-"""Background threads of the video job: decoding runs ahead (`Prefetch`) and rendering and
-encoding run behind (`OrderedWorker`) while the main thread explains clips.
+"""Background threads of the video job: decoding runs ahead (`Prefetch`), rendering and
+encoding run behind (`OrderedWorker`), and clips are explained by one or more threads at once
+(`InOrderPool`).
 
 Queues are bounded (memory stays flat: at most `depth` frames wait); an error in a thread is
 raised in the main thread; leaving the `with` block on an error drops the waiting work and
@@ -8,6 +9,8 @@ stops the thread before the caller's files are cleaned up.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import os
 import queue
@@ -18,9 +21,13 @@ from types import TracebackType
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
-#: niceness of the background threads: the explainer keeps the cores, decoding and rendering
-#: fill the time it leaves idle (a thread's niceness is its own on Linux)
+#: niceness of the background threads when the explainer runs one call on several threads: it
+#: keeps the cores, decoding and rendering fill the time it leaves idle (a thread's niceness is
+#: its own on Linux).  With several single-threaded calls side by side (no barrier between
+#: cores) the pipeline passes nice=0: at a lower priority the decode and render threads starved
+#: until the explainer ran dry, and the job alternated between the two instead of overlapping.
 BACKGROUND_NICE = int(os.environ.get("GRADVIS_BACKGROUND_NICE", "10"))
 
 
@@ -35,18 +42,21 @@ def _lower_priority(nice: int) -> None:
 class OrderedWorker:
     """`submit(fn, *args)` runs `fn(*args)` on the worker thread, in submission order."""
 
-    def __init__(self, depth: int = 16, name: str = "gradvis-render") -> None:
+    def __init__(
+        self, depth: int = 16, name: str = "gradvis-render", nice: int = BACKGROUND_NICE
+    ) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._cancelled = False
         self.waited = 0.0  # seconds the caller blocked (a full queue, the final drain)
         self.busy = 0.0  # seconds the worker spent running calls
         self.cpu = 0.0  # CPU seconds of those calls (on a busy machine busy > cpu)
+        self._nice = nice
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        _lower_priority(BACKGROUND_NICE)
+        _lower_priority(self._nice)
         while True:
             item = self._queue.get()
             if item is None:
@@ -112,11 +122,18 @@ class Prefetch(Generic[T]):
 
     _END = object()
 
-    def __init__(self, items: Iterable[T], depth: int = 8, name: str = "gradvis-decode") -> None:
+    def __init__(
+        self,
+        items: Iterable[T],
+        depth: int = 8,
+        name: str = "gradvis-decode",
+        nice: int = BACKGROUND_NICE,
+    ) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self.waited = 0.0  # seconds the consumer blocked on an empty queue
         self.cpu = 0.0  # CPU seconds the producer thread used (final once it ended)
+        self._nice = nice
         self._thread = threading.Thread(target=self._loop, args=(items,), name=name, daemon=True)
         self._thread.start()
 
@@ -130,7 +147,7 @@ class Prefetch(Generic[T]):
         return False
 
     def _loop(self, items: Iterable[T]) -> None:
-        _lower_priority(BACKGROUND_NICE)
+        _lower_priority(self._nice)
         try:
             for item in items:
                 if not self._put((True, item)):
@@ -169,3 +186,66 @@ class Prefetch(Generic[T]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class InOrderPool(Generic[T, R]):
+    """`submit(item)` starts `fn(item)` on one of `workers` threads and returns the calls that
+    finished, oldest first, as (item, result) pairs; `drain()` returns the rest.
+
+    At most `workers` + 1 calls are in flight (one queued, so a worker that finishes starts the
+    next call at once): a submit to a full pool first waits for the oldest.  With one worker,
+    `fn` runs in the caller's thread (no pool).  Why several: an explainer run
+    as N single-threaded calls side by side needs no barrier between cores, so a decode or
+    render thread taking one core for a while delays one clip, not every core's share of each.
+    """
+
+    def __init__(self, fn: Callable[[T], R], workers: int = 1, name: str = "gradvis-explain"):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self._fn = fn
+        self.workers = workers
+        self._pool = (
+            concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=name)
+            if workers > 1
+            else None
+        )
+        self._pending: collections.deque = collections.deque()
+        self.waited = 0.0  # seconds the caller spent in submit / drain (blocked on fn)
+
+    @property
+    def pending(self) -> list[T]:
+        """The items submitted whose results were not returned yet, oldest first."""
+        return [item for item, _ in self._pending]
+
+    def _oldest(self) -> tuple[T, R]:
+        item, future = self._pending.popleft()
+        return item, future.result()
+
+    def submit(self, item: T) -> list[tuple[T, R]]:
+        start = time.perf_counter()
+        try:
+            if self._pool is None:
+                return [(item, self._fn(item))]
+            done = []
+            if len(self._pending) > self.workers:
+                done.append(self._oldest())
+            self._pending.append((item, self._pool.submit(self._fn, item)))
+            while self._pending and self._pending[0][1].done():
+                done.append(self._oldest())
+            return done
+        finally:
+            self.waited += time.perf_counter() - start
+
+    def drain(self) -> list[tuple[T, R]]:
+        start = time.perf_counter()
+        try:
+            return [self._oldest() for _ in range(len(self._pending))]
+        finally:
+            self.waited += time.perf_counter() - start
+
+    def __enter__(self) -> InOrderPool[T, R]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pool is not None:  # on an error: drop the calls not started, wait for the rest
+            self._pool.shutdown(wait=True, cancel_futures=True)
