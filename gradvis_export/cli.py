@@ -120,7 +120,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
         return cmd_explain_clip(args)
     from . import models
-    from .video.backends import ArtifactBackend, EagerBackend, cores, default_workers
+    from .batch import cpu_count
+    from .video.backends import ArtifactBackend, EagerBackend, default_workers
     from .video.pipeline import VideoOptions, explain_video
 
     def warn(message: str) -> None:
@@ -143,7 +144,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         )
     if args.artifact is not None:
         workers = args.workers or default_workers(args.artifact, args.threads)
-        threads = max(1, (args.threads or cores()) // workers)
+        threads = max(1, (args.threads or cpu_count()) // workers)
         backend = ArtifactBackend(args.artifact, threads=threads)
         shape = backend.input_shape or []
         # the clip length and size the artifact was exported for: uint8 (B, T, S, S, 3) or

@@ -8,12 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..batch import cpu_count
 from ..errors import InputError
-
-
-def cores() -> int:
-    """CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def default_workers(artifact: str | os.PathLike, threads: int | None) -> int:
@@ -25,7 +21,7 @@ def default_workers(artifact: str | os.PathLike, threads: int | None) -> int:
     40-49 ms as one call on 2 threads, measured alone).  Other artifacts: one call."""
     if Path(artifact).suffix.lower() != ".onnx":
         return 1
-    return max(1, min(4, threads or cores()))
+    return max(1, min(4, threads or cpu_count()))
 
 
 class EagerBackend:
