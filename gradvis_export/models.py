@@ -91,11 +91,15 @@ def build(
     size: int | None = None,
     checkpoint: str | os.PathLike | None = None,
     seed: int = 0,
+    spatial_strides: tuple[int, ...] | None = None,
 ) -> nn.Module:
     """The architecture `name` for clips of `clip_len` frames at `size`^2, in eval mode.
 
-    A shipped model ("carlights") is its recorded architecture with its trained weights (or
-    `checkpoint`'s); its number of classes comes from the checkpoint."""
+    `spatial_strides` (X3D only) replaces the four stages' spatial strides (2, 2, 2, 2): a
+    stride of 1 in the last stage doubles the side of the map the CAM methods read (the shipped
+    model's choice, as the CAM paper shrinks its networks' stride for localisation).  A
+    shipped model ("carlights") is its recorded architecture with its trained weights (or
+    `checkpoint`'s); its number of classes and strides come from the checkpoint."""
     cfg = config(name)
     if name in SHIPPED:
         meta = shipped_meta(name)
@@ -106,6 +110,16 @@ def build(
             size or cfg.size,
             checkpoint if checkpoint is not None else SHIPPED[name],
             seed,
+            tuple(meta.get("spatial_strides", (2, 2, 2, 2))),
+        )
+    if spatial_strides is not None and not (
+        name.startswith("x3d")
+        and len(spatial_strides) == 4
+        and all(s in (1, 2) for s in spatial_strides)
+    ):
+        raise InputError(
+            f"spatial_strides {spatial_strides} do not fit {name}: four strides of 1 or 2, "
+            "for the X3D models only"
         )
     clip_len, size = clip_len or cfg.clip_len, size or cfg.size
     if size < 32 or (name == "slow_r50" and size % 32):
@@ -124,6 +138,7 @@ def build(
                 input_crop_size=size,
                 model_num_class=num_classes,
                 head_activation=None,
+                stage_spatial_stride=spatial_strides or (2, 2, 2, 2),
             )
         else:
             from pytorchvideo.models.resnet import create_resnet
