@@ -50,11 +50,13 @@ class DepthwiseConv3d(torch.autograd.Function):
             left = [kernel[d] - 1 - padding[d] for d in range(3)]
             right = [left[d] + padded[d] - (out[d] - 1) * stride[d] - kernel[d] for d in range(3)]
             flipped = weight.flip(2, 3, 4)
+            # itself a depthwise convolution: through this class, a second derivative (of a
+            # loss on gradients, create_graph=True) takes the fast path too
             if left == right and min(left) >= 0:
-                grad_x = F.conv3d(spread, flipped, None, 1, tuple(left), 1, c)
+                grad_x = DepthwiseConv3d.apply(spread, flipped, (1, 1, 1), tuple(left))
             else:
                 pad = [p for d in (2, 1, 0) for p in (left[d], right[d])]
-                grad_x = F.conv3d(F.pad(spread, pad), flipped, None, 1, 0, 1, c)
+                grad_x = DepthwiseConv3d.apply(F.pad(spread, pad), flipped, (1, 1, 1), (0, 0, 0))
         if ctx.needs_input_grad[1]:
             pad = [p for d in (2, 1, 0) for p in (padding[d], padding[d])]
             xp = F.pad(x, pad).reshape(1, n * c, *padded)

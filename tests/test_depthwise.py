@@ -33,8 +33,11 @@ def test_gradients_match_autograd_of_conv3d(kernel, stride, padding, shape):
     want = torch.autograd.grad(reference, (x, w), grad)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
-    # and against finite differences
+    # and against finite differences, to the second derivative (a loss on gradients)
     assert torch.autograd.gradcheck(
+        lambda a, b: DepthwiseConv3d.apply(a, b, stride, padding), (x, w)
+    )
+    assert torch.autograd.gradgradcheck(
         lambda a, b: DepthwiseConv3d.apply(a, b, stride, padding), (x, w)
     )
 
