@@ -6,8 +6,8 @@ A fixed budget of optimiser steps (default 450 x 16 clips of 4 x 80 x 80, with t
 convolutions' backward of `depthwise.py`): plain cross-entropy ran at 1.1 s a step on 2 idle
 cores of one machine and 2.3-2.6 s on another's; the default `--guidance 0.1` (a loss on the
 share of Grad-CAM's map outside the lamps, differentiated through the map) at 1.9 s on the
-first, ~15 min in all.  Every clip is generated on the fly from its own seed, so the run is reproducible from `--seed`
-and never sees a clip twice.  Training seeds start at TRAIN_SEED_BASE; held-out seeds
+first, ~15 min in all.  Every clip is generated on the fly from its own seed, so the run is
+reproducible from `--seed` and never sees a clip twice.  Training seeds start at TRAIN_SEED_BASE; held-out seeds
 (VALIDATION_SEEDS for the accuracy recorded here, TEST_SEEDS for tests and benchmarks) are
 below it.  The checkpoint is {"state_dict": fp16 weights, "meta": {...}}, readable with
 torch.load(weights_only=True); the accuracy in "meta" is measured with the fp16 weights.
@@ -281,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         "--first-step", type=int, default=0, help="with --resume: steps already done (new clips)"
     )
     args = parser.parse_args(argv)
+    if args.guidance < 0:
+        parser.error(f"--guidance {args.guidance}: a weight >= 0 (0 trains on cross-entropy only)")
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
 
