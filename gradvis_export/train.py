@@ -7,12 +7,13 @@
 Stage 1 is a fixed budget of optimiser steps (default 450 x 16 clips of 4 x 80 x 80, with the
 depthwise convolutions' backward of `depthwise.py`) with a small explanation-guidance term
 (`--guidance 0.1`: the share of Grad-CAM's map outside the lamps, differentiated through the
-map): 99.3 % held-out accuracy, 1.9-2.3 s a step on 2 idle cores, 15-17 min.  Stage 2 fine-tunes
+map): 99.3 % held-out accuracy, 2.3 s a step on 2 idle cores, 18 min.  Stage 2 fine-tunes
 for Grad-CAM's pointing game (a softmax of the map, batch norm frozen so that the loss shapes the
 maps of the deployed, eval-mode model): 1.9 s a step, ~5 min; the shipped checkpoint is stage 2's
 (PROVENANCE.md in the assets lists the stages it came from).  Every clip is generated on the
-fly from its own seed, so a run is reproducible from `--seed` (and `--first-step`) and never
-sees a clip twice.  Training seeds start at TRAIN_SEED_BASE; held-out seeds (VALIDATION_SEEDS
+fly from its own seed, so a run's data follow from `--seed` and `--first-step` and no clip is
+seen twice; the weights also depend on the thread count through float rounding (re-run on 2
+threads: the same stage-1 accuracy and pointing, stage 2 at 98.0 %, BENCHMARKS.md).  Training seeds start at TRAIN_SEED_BASE; held-out seeds (VALIDATION_SEEDS
 for the accuracy recorded here, TEST_SEEDS for tests and benchmarks) are below it.  The
 checkpoint is {"state_dict": fp16 weights, "meta": {...}}, readable with
 torch.load(weights_only=True); the accuracy in "meta" is measured with the fp16 weights.
@@ -24,6 +25,7 @@ import argparse
 import functools
 import json
 import math
+import shlex
 import sys
 import time
 import warnings
@@ -442,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean": list(MEAN),
         "std": list(STD),
         "dataset": "gradvis_export.datasets.carlights",
-        "script": "python -m gradvis_export.train " + " ".join(argv or sys.argv[1:]),
+        "script": "python -m gradvis_export.train " + shlex.join(argv or sys.argv[1:]),
         "seed": args.seed,
         "steps": args.first_step + args.steps,
         "resumed_at_step": args.first_step if args.resume else None,

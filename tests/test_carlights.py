@@ -292,6 +292,7 @@ def test_provenance_records_every_training_stage(tmp_path):
     assert more["stages"][-1]["resumed_at_step"] == meta["steps"]
     assert more["stages"][-1]["steps"] == meta["steps"] + 1
     assert more["stages"][-1]["note"] == "; a test"
+    assert "--note 'a test'" in more["stages"][-1]["script"]  # quoted as a shell would need
 
 
 def test_shipped_model_accuracy_on_fresh_clips(shipped):
