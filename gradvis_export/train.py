@@ -116,14 +116,21 @@ def lamp_cells(boxes: list[np.ndarray], side: tuple[int, int], size: int) -> tor
     return torch.stack(masks).float()
 
 
+def gradcam_map(features: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM's (B, T, h, w) map before its ReLU, kept in the graph (create_graph) so that a
+    guidance loss on it trains the weights: `features` are a layer's (B, C, T, h, w)
+    activations inside the graph, `score` the summed target logits."""
+    (grads,) = torch.autograd.grad(score, features, create_graph=True)
+    return (grads.mean((2, 3, 4), keepdim=True) * features).sum(1)
+
+
 def energy_outside(
     features: torch.Tensor, score: torch.Tensor, cells: torch.Tensor
 ) -> torch.Tensor:
     """The share of the Grad-CAM map's mass outside `cells`, averaged over frames, as a loss
-    that can be differentiated (the energy loss of Rao et al., ICCV 2023): `features` are a
-    layer's (B, C, T, h, w) activations inside the graph, `score` the summed target logits."""
-    (grads,) = torch.autograd.grad(score, features, create_graph=True)
-    cam = F.relu((grads.mean((2, 3, 4), keepdim=True) * features).sum(1))  # (B, T, h, w)
+    that can be differentiated (the energy loss of Rao et al., ICCV 2023); `features` and
+    `score` as for `gradcam_map`."""
+    cam = F.relu(gradcam_map(features, score))  # (B, T, h, w)
     mass = cam.flatten(2).sum(-1)
     inside = (cam * cells).flatten(2).sum(-1)
     return (1 - inside / (mass + 1e-6)).mean()
@@ -142,8 +149,7 @@ def pointing_loss(
     everywhere points nowhere), go through a softmax; the loss is -log of the mass on `cells`.
     `before_relu=False` is the first form ("pointing-relu": the map after the ReLU, scaled to
     max 1, no extra entry), which gives no gradient on a frame whose map is all 0."""
-    (grads,) = torch.autograd.grad(score, features, create_graph=True)
-    cam = (grads.mean((2, 3, 4), keepdim=True) * features).sum(1).flatten(2)  # (B, T, h*w)
+    cam = gradcam_map(features, score).flatten(2)  # (B, T, h*w)
     if not before_relu:
         cam = F.relu(cam)
     cam = cam / (cam.abs().amax(-1, keepdim=True) + 1e-6) / temperature
