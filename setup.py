@@ -31,7 +31,7 @@ setup(
         "onnxruntime>=1.20",
         "tqdm",
     ],
-    entry_points={"console_scripts": ["gradvis = gradvis_export.cli:main"]},
+    entry_points={"console_scripts": ["gradvis = gradvis_export.apps.cli:main"]},
     # the C++ runtime + pybind11 bridge, built by CMake against the installed torch (optional)
     ext_modules=[CMakeExtension("gradvis_runtime._cpp")],
     cmdclass={"build_ext": CMakeBuild},
@@ -62,6 +62,7 @@ setup(
             "tritonclient[grpc]==2.73.0",
             "pytest",
             "ruff",
+            "import-linter==2.17",
         ],
     },
 )

@@ -34,7 +34,7 @@ from video import make_video  # noqa: E402 - benchmarks/video.py's generated roa
 
 
 def run(label: str, videos: Path, artifact: Path, out: Path, **settings) -> dict:
-    from gradvis_export.batch import BatchSettings, run_batch
+    from gradvis_export.apps.batch import BatchSettings, run_batch
 
     finished: list[float] = []
     start = time.perf_counter()
@@ -68,7 +68,7 @@ def main() -> None:
 
     import ray
 
-    from gradvis_export import cli
+    from gradvis_export.apps import cli
 
     with tempfile.TemporaryDirectory(prefix="gradvis-batch-bench-") as tmp:
         tmp = Path(tmp)

@@ -41,20 +41,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-METHODS = [
-    "gradcam",
-    "gradcam++",
-    "xgradcam",
-    "hirescam",
-    "gradcam-elementwise",
-    "layercam",
-    "eigencam",
-    "eigengradcam",
-    "scorecam",
-    "ablationcam",
-    "guided",
-    "guided-gradcam",
-]
+import gradvis_export as gv  # noqa: E402
+
+#: every registered method (gv.METHODS, registry order), as the CLI builds it (cli_explainer)
+METHODS = list(gv.METHODS)
+#: the baseline scored after them: a map that knows nothing
+RANDOM = "random"
 TOLERANCE = 1 / 16  # pointing-game tolerance, as a share of the frame side
 FRACTIONS = np.array([0.0] + [2.0**-k for k in range(8, 0, -1)] + [1.0])
 STAGES = ["blocks.5", "blocks.4", "blocks.3", "blocks.2", "blocks.1", "blocks.0"]
@@ -146,18 +138,18 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def explain(method: str, model, layer: str, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    from gradvis_export.cli import make_explainer
+    from gradvis_export.apps.cli import cli_explainer
 
-    if method == "random":  # baseline: a map that knows nothing
+    if method == RANDOM:  # baseline: a map that knows nothing
         gen = torch.Generator().manual_seed(int(x.abs().sum() * 1000) % 2**31)
         return torch.rand(x.shape[0], *x.shape[2:], generator=gen).numpy()
-    explainer = make_explainer(method, model, layer)
+    explainer = cli_explainer(method, model, layer)
     return saliency(explainer(x, target).heatmap)
 
 
 def run(methods: list[str], clips: int, random_clips: int, log=print) -> dict:
-    from gradvis_export import models, train
-    from gradvis_export.datasets import CLASS_NAMES, make_batch
+    from gradvis_export.apps import models, train
+    from gradvis_export.apps.datasets import CLASS_NAMES, make_batch
 
     meta = models.shipped_meta("carlights")
     model = models.build("carlights")
@@ -189,7 +181,7 @@ def run(methods: list[str], clips: int, random_clips: int, log=print) -> dict:
         row["deletion"] = float(np.mean([a[0] for a in auc]))
         row["insertion"] = float(np.mean([a[1] for a in auc]))
         rho = []
-        for random_model in random_models if method != "random" else []:
+        for random_model in random_models if method != RANDOM else []:
             maps = [
                 explain(method, random_model, layer, x[i : i + 1], target[i : i + 1])[0]
                 for i in range(random_clips)
@@ -250,7 +242,7 @@ def plot(report: dict, path: Path) -> None:
     left.set_yticks(np.linspace(0, 1, 6))
     left.legend(fontsize=8, ncol=3, loc="upper center")
     left.set_title(f"faithfulness on {report['clips']} held-out clips")
-    shown = [(name, r) for name, r in zip(names, rows, strict=True) if name != "random"]
+    shown = [(name, r) for name, r in zip(names, rows, strict=True) if name != RANDOM]
     for i, (name, r) in enumerate(shown):  # 10 colours, then dashed lines with square markers
         style = {"marker": "o"} if i < 10 else {"marker": "s", "ls": "--"}
         right.plot(range(len(STAGES) + 1), [1.0] + r["randomisation"], label=name, **style)
@@ -267,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=20)
     parser.add_argument("--random-clips", type=int, default=4, help="clips for randomisation")
-    parser.add_argument("--methods", nargs="+", default=METHODS + ["random"])
+    parser.add_argument(
+        "--methods", nargs="+", choices=[*METHODS, RANDOM], default=[*METHODS, RANDOM]
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "quality.png")

@@ -44,7 +44,7 @@ def runtimes_suite(
     warmup: int,
     log: Callable[[str], None],
 ) -> tuple[list[str], dict[str, object]]:
-    """Time every runtime on each case (latency.py's ModelCase); returns report lines and data."""
+    """Time every runtime on each case (latency_cases.py's ModelCase); returns report lines and data."""
     lines: list[str] = []
     data: dict[str, object] = {}
     for case in cases:

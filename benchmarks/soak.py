@@ -102,7 +102,7 @@ def soak_video(minutes: float, workdir: Path) -> dict[str, object]:
     """The whole video job on a long video; RSS sampled every second on a side thread."""
     import numpy as np
 
-    from gradvis_export.video.pipeline import VideoOptions, explain_video
+    from gradvis_export.apps.video.pipeline import VideoOptions, explain_video
 
     video = workdir / "long.mp4"
     make_video(video, minutes * 60)

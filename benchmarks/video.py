@@ -66,7 +66,7 @@ def export_artifact(path: Path, size: int, clip_len: int) -> None:
     import torch
 
     import gradvis_export as gv
-    from gradvis_export import models
+    from gradvis_export.apps import models
 
     model = models.build("x3d_xs", 400, clip_len, size)
     gv.export(gv.GradCAM(model, "blocks.4"), torch.randn(2, 3, clip_len, size, size), path)
@@ -74,7 +74,7 @@ def export_artifact(path: Path, size: int, clip_len: int) -> None:
 
 def _backend(artifact: Path, threads: int, workers: int, spin: bool, clip):
     """The artifact loaded for `workers` calls at once of threads // workers threads, warm."""
-    from gradvis_export.video.backends import ArtifactBackend
+    from gradvis_export.apps.video.backends import ArtifactBackend
 
     backend = ArtifactBackend(artifact, threads=max(1, threads // workers), spin=spin)
     backend(clip, -1)
@@ -86,7 +86,7 @@ def alone(backend, workers: int, clip, calls: int) -> tuple[float, float]:
     over `calls` calls, `workers` at once -- what the job would cost per clip if decode,
     overlay and encode were free.  (Their threads hide them from the main loop, but on 2 cores
     they still take CPU from the explainer.)"""
-    from gradvis_export.video.worker import InOrderPool
+    from gradvis_export.apps.video.worker import InOrderPool
 
     start, cpu = time.perf_counter(), cpu_seconds()
     with InOrderPool(lambda _: backend(clip, -1), workers) as pool:
@@ -132,7 +132,7 @@ def run_one(
     """One video in this process, `rounds` times: each round's stage times, its explainer-alone
     time (the yardstick pattern timed right before and right after the job, the mean of the
     two: on a shared machine the speed drifts within minutes), and this process's peak RSS."""
-    from gradvis_export.video.pipeline import VideoOptions, explain_video
+    from gradvis_export.apps.video.pipeline import VideoOptions, explain_video
 
     clip = _clip(size, clip_len)
     backend = _backend(artifact, threads, workers, spin, clip)
@@ -224,7 +224,7 @@ def main() -> int:
     parser.add_argument("--choose", metavar="ARTIFACT", help=SUPPRESS)
     args = parser.parse_args()
     if args.workers is None:
-        from gradvis_export.video.backends import default_workers
+        from gradvis_export.apps.video.backends import default_workers
 
         args.workers = default_workers("explainer.onnx", args.threads)
     if args.choose:

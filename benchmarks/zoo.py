@@ -55,7 +55,7 @@ from zoo_models import ZOO, make_inputs  # noqa: E402
 
 import gradvis_export as gv  # noqa: E402
 
-LABELS = {"gradcam": "Grad-CAM", "guided": "guided backprop", "guided_gradcam": "guided Grad-CAM"}
+LABELS = {"gradcam": "Grad-CAM", "guided": "guided backprop", "guided-gradcam": "guided Grad-CAM"}
 
 
 def reason(error: BaseException) -> str:
@@ -146,7 +146,7 @@ def table(rows: list[dict], seconds: float, wall: str = "") -> str:
         "pass eager and both formats.**",
         "",
         "Each row: a seeded random-init model at a small input (tests/zoo_models.py says what "
-        "was shrunk), the default target layer (`gradvis_export.layers.default_layer`: the last "
+        "was shrunk), the default target layer (`gradvis_export.core.layers.default_layer`: the last "
         "spatial feature map the output depends on), eager against an independent reference "
         "(autograd Grad-CAM; guided backprop through a TorchFunctionMode), then each artifact "
         "exported from a batch-2 example and compared with eager on fresh inputs at batch 1 and "

@@ -2,8 +2,9 @@
 (CMake's ONNXRUNTIME_ROOT), from packages this machine can reach.
 
 No pip package ships ONNX Runtime's headers; Debian's `libonnxruntime-dev` does (release 1.21,
-from Debian 13's archive: a header-only package, fetched as a file and unpacked here, nothing is
-installed into the system).  The library itself is the one the `onnxruntime` pip package
+from Debian 13's pool: a header-only package, fetched as a file from the Debian archive this
+machine's apt sources name -- or `--archive URL` -- checked by its SHA-256 and unpacked here;
+nothing is installed into the system).  The library itself is the one the `onnxruntime` pip package
 installs (capi/libonnxruntime.so.<version>).  The C++ headers wrap ONNX Runtime's C API, which
 stays backward compatible: headers of API version 21 run on any newer library.
 
@@ -25,10 +26,9 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-DEB_URL = (
-    "http://deb.debian.org/debian/pool/main/o/onnxruntime/"
-    "libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb"
-)
+#: the package's place in any Debian archive (the same file on every mirror: SHA-256 below)
+DEB_PATH = "pool/main/o/onnxruntime/libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb"
+APT_SOURCES = Path("/etc/apt")
 DEB_SHA256 = "14f7d959d5deacbcf1504830d4189f91fc67382b399ed9ae9d3aa9c4050ced08"
 HEADERS = "usr/include/onnxruntime/"
 
@@ -47,7 +47,61 @@ def ar_members(data: bytes) -> dict[str, bytes]:
     return members
 
 
-def fetch_headers(include: Path, url: str = DEB_URL) -> int:
+def _one_line_sources(text: str) -> list[tuple[str, list[str], list[str]]]:
+    """(URI, suites, components) of the `deb URI suite component...` lines of a .list file."""
+    found = []
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) >= 4 and words[0] == "deb":
+            if words[1].startswith("["):  # options: [arch=amd64 signed-by=...]
+                while words and not words[1].endswith("]"):
+                    words.pop(1)
+                words.pop(1)
+            if len(words) >= 4:
+                found.append((words[1], [words[2]], words[3:]))
+    return found
+
+
+def _deb822_sources(text: str) -> list[tuple[str, list[str], list[str]]]:
+    """(URI, suites, components) of each enabled `Types: deb` stanza of a .sources file."""
+    found = []
+    for stanza in text.split("\n\n"):
+        fields: dict[str, list[str]] = {}
+        for line in stanza.splitlines():
+            if line.startswith("#") or ":" not in line:
+                continue
+            key, value = line.split(":", 1)
+            fields[key.strip().lower()] = value.split()
+        if "deb" in fields.get("types", []) and fields.get("enabled", ["yes"])[0] != "no":
+            for uri in fields.get("uris", []):
+                found.append((uri, fields.get("suites", []), fields.get("components", [])))
+    return found
+
+
+def archive_from_apt(root: Path = APT_SOURCES) -> str:
+    """The Debian archive this machine's apt is configured with (sources.list and
+    sources.list.d): the first `main` archive that is not the security one."""
+    entries = []
+    files = [root / "sources.list", *sorted((root / "sources.list.d").glob("*"))]
+    for path in files:
+        if not path.is_file():
+            continue
+        text = path.read_text(errors="replace")
+        if path.suffix == ".sources":
+            entries += _deb822_sources(text)
+        elif path.suffix == ".list" or path.name == "sources.list":
+            entries += _one_line_sources(text)
+    for uri, suites, components in entries:
+        security = "security" in uri or any("security" in s for s in suites)
+        if "main" in components and not security and uri.startswith(("http://", "https://")):
+            return uri.rstrip("/")
+    raise SystemExit(
+        f"no Debian archive with 'main' in the apt sources under {root}; pass --archive URL "
+        "(the base of a Debian archive, the folder that holds pool/)"
+    )
+
+
+def fetch_headers(include: Path, url: str) -> int:
     """Download the .deb, check its SHA-256, unpack its headers into `include`; their count."""
     with urllib.request.urlopen(url, timeout=120) as response:
         deb = response.read()
@@ -88,13 +142,19 @@ def link_library(lib: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the SDK folder to write (include/, lib/)")
+    parser.add_argument(
+        "--archive",
+        default=None,
+        help="base URL of a Debian archive (default: the one in this machine's apt sources)",
+    )
     args = parser.parse_args(argv)
     out = args.out.resolve()
     if (out / "include").exists():
         shutil.rmtree(out / "include")
-    count = fetch_headers(out / "include")
+    url = f"{(args.archive or archive_from_apt()).rstrip('/')}/{DEB_PATH}"
+    count = fetch_headers(out / "include", url)
     library = link_library(out / "lib")
-    print(f"{out}: {count} headers from {DEB_URL.rsplit('/', 1)[-1]}, lib -> {library}")
+    print(f"{out}: {count} headers from {DEB_PATH.rsplit('/', 1)[-1]}, lib -> {library}")
     return 0
 
 

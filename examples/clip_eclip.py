@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import gradvis_export as gv  # noqa: E402
-from gradvis_export.clip import (  # noqa: E402
+from gradvis_export.apps.clip import (  # noqa: E402
     build_clip,
     encode_prompts,
     preprocess_images,

@@ -7,31 +7,11 @@ import os as _os
 # (no effect if OpenMP was already loaded, e.g. torch imported first).
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from ._version import __version__
-from .errors import ExportError, GradvisError, InputError, LayerError
-from .explainers import (
-    AblationCAM,
-    BaseCAM,
-    EigenCAM,
-    EigenGradCAM,
-    Explainer,
-    ExplainerOutput,
-    GradCAM,
-    GradCAMElementWise,
-    GradCAMPlusPlus,
-    GuidedBackprop,
-    GuidedGradCAM,
-    GuidedGradCAMOutput,
-    HiResCAM,
-    LayerCAM,
-    ScoreCAM,
-    XGradCAM,
-)
-from .explainers.eclip import GradECLIP, ImageTextTarget
-from .exporter import export
-from .legacy import GradVis
-from .preprocess import UInt8Input
-from .targets import (
+from gradvis_export._version import __version__
+from gradvis_export.apps.legacy import GradVis
+from gradvis_export.core.explainer import Explainer, ExplainerOutput, GuidedGradCAMOutput
+from gradvis_export.core.preprocess import UInt8Input
+from gradvis_export.core.targets import (
     ClassTarget,
     DetectionTarget,
     EmbeddingSimilarityTarget,
@@ -40,9 +20,31 @@ from .targets import (
     SoftmaxTarget,
     Target,
 )
-from .tokens import TokenGrid
+from gradvis_export.core.tokens import TokenGrid
+from gradvis_export.errors import ExportError, GradvisError, InputError, LayerError
+from gradvis_export.exporter.api import export
+from gradvis_export.methods import (
+    METHODS,
+    AblationCAM,
+    BaseCAM,
+    EigenCAM,
+    EigenGradCAM,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    GradECLIP,
+    GuidedBackprop,
+    GuidedGradCAM,
+    HiResCAM,
+    ImageTextTarget,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+    make_explainer,
+)
 
 __all__ = [
+    "METHODS",
     "AblationCAM",
     "BaseCAM",
     "ClassTarget",
@@ -77,4 +79,5 @@ __all__ = [
     "XGradCAM",
     "__version__",
     "export",
+    "make_explainer",
 ]

@@ -245,6 +245,42 @@ def mixed_relu_net(seed: int = 0, spelling: str = "mixed") -> ModelSpec:
     return ModelSpec(_finish(model, seed), (2, 3, 32, 32), "block", True)
 
 
+# --------------------------------------------------------------------------- #
+# a SlowFast-style two-pathway net (a list of two clips in)
+# --------------------------------------------------------------------------- #
+class TwoPathwayNet(nn.Module):
+    """SlowFast in miniature: a slow pathway (2 frames, wide) and a fast one (8 frames, thin),
+    a time-strided lateral convolution from fast to slow, and a head on both pooled."""
+
+    def __init__(self, classes: int = 5) -> None:
+        super().__init__()
+        self.slow = nn.Sequential(
+            nn.Conv3d(3, 16, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(16), nn.ReLU()
+        )
+        self.fast = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU())
+        self.lateral = nn.Conv3d(4, 8, (5, 1, 1), stride=(4, 1, 1), padding=(2, 0, 0))
+        self.slow2 = nn.Sequential(
+            nn.Conv3d(24, 16, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)), nn.ReLU()
+        )
+        self.fast2 = nn.Sequential(nn.Conv3d(4, 4, 3, stride=(1, 2, 2), padding=1), nn.ReLU())
+        self.head = nn.Linear(20, classes)
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        slow, fast = x
+        s, f = self.slow(slow), self.fast(fast)
+        s = self.slow2(torch.cat([s, self.lateral(f)], dim=1))
+        f = self.fast2(f)
+        return self.head(torch.cat([s.mean((2, 3, 4)), f.mean((2, 3, 4))], dim=1))
+
+
+def two_pathway(seed: int = 0) -> ModelSpec:
+    """TwoPathwayNet on [slow (B,3,2,32,32), fast (B,3,8,32,32)]; ``fast2`` is the fast
+    pathway's last map (B, 4, 8, 16, 16)."""
+    torch.manual_seed(seed)
+    model = TwoPathwayNet()
+    return ModelSpec(_finish(model, seed), ((2, 3, 2, 32, 32), (2, 3, 8, 32, 32)), "fast2", True)
+
+
 MODEL_FACTORIES: dict[str, Callable[..., ModelSpec]] = {
     "resnet18": resnet18,
     "vgg11_bn": vgg11_bn,

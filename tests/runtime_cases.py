@@ -1,7 +1,9 @@
 """Artifacts shared by the runtime tests and the C++ test's fixtures (tests/cpp_fixtures.py).
 
-Two cases: a 2-D net (MixedReLUNet, 3x32x32) and X3D-XS (random init, 3x4x64x64), both with
-Grad-CAM; each exported once per format from a batch-2 example.  Exports go to
+Three cases, all with Grad-CAM: a 2-D net (MixedReLUNet, 3x32x32), X3D-XS (random init,
+3x4x64x64) and a SlowFast-style two-pathway net (TwoPathwayNet: a list of a 3x2x32x32 and a
+3x8x32x32 clip, graph inputs input_0 and input_1); each exported once per format from a
+batch-2 example.  Exports go to
 $GRADVIS_ARTIFACT_DIR when set (so .ci/run compiles the AOTInductor packages once for pytest and
 CTest) or else to a temporary folder for this process.  The expected outputs always come from
 the eager explainer, never from an artifact.
@@ -18,13 +20,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from models import make_input, mixed_relu_net, x3d
+from models import make_input, mixed_relu_net, two_pathway, x3d
 
 import gradvis_export as gv
 
-CASES = {"net2d": mixed_relu_net, "x3d": x3d}
+#: (format of the file, backend that runs it): every way gradvis_runtime runs an artifact
+RUNS = [
+    ("onnx", "onnxruntime"),
+    ("torchscript", "torchscript"),
+    ("aoti", "aoti"),
+    ("torchscript", "cpp"),
+    ("aoti", "cpp"),
+    ("onnx", "cpp"),  # the C++ library's optional ONNX Runtime backend
+]
+CASES = {"net2d": mixed_relu_net, "x3d": x3d, "twopath": two_pathway}
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "aoti": ".pt2"}
-CLASS_NAMES = {"net2d": [f"class{i}" for i in range(7)], "x3d": ["a", "b", "c", "d", "e"]}
+CLASS_NAMES = {
+    "net2d": [f"class{i}" for i in range(7)],
+    "x3d": ["a", "b", "c", "d", "e"],
+    "twopath": ["v", "w", "x", "y", "z"],
+}
 
 
 def require_cpp_option(available: bool, message: str) -> None:
@@ -82,7 +97,23 @@ def explainer(case: str) -> gv.GradCAM:
     return gv.GradCAM(spec.model, spec.target_layer)
 
 
-_SHAPES = {"net2d": (2, 3, 32, 32), "x3d": (2, 3, 4, 64, 64)}
+#: the example's shape, or the shapes of a multi-input case's list
+_SHAPES = {
+    "net2d": (2, 3, 32, 32),
+    "x3d": (2, 3, 4, 64, 64),
+    "twopath": ((2, 3, 2, 32, 32), (2, 3, 8, 32, 32)),
+}
+
+
+def multi(case: str) -> bool:
+    return isinstance(_SHAPES[case][0], tuple)
+
+
+def _input(case: str, batch: int, seed: int):
+    """The case's input at `batch`: one tensor, or the list of a multi-input case."""
+    if multi(case):
+        return [make_input((batch, *s[1:]), seed=seed + i) for i, s in enumerate(_SHAPES[case])]
+    return make_input((batch, *_SHAPES[case][1:]), seed=seed)
 
 
 @functools.cache
@@ -90,7 +121,7 @@ def artifact(case: str, fmt: str) -> Path:
     """The case's artifact in `fmt`, exported (and checked by gv.export) once."""
     path = artifact_dir() / f"{case}{SUFFIX[fmt]}"
     if not path.exists():
-        x = make_input(_SHAPES[case], seed=0)
+        x = _input(case, 2, seed=0)
         gv.export(
             explainer(case),
             x,
@@ -102,17 +133,20 @@ def artifact(case: str, fmt: str) -> Path:
     return path
 
 
-def sample(case: str, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fresh input (not the export's example) and per-sample targets with -1 = argmax."""
-    x = make_input((batch, *_SHAPES[case][1:]), seed=seed).numpy()
+def sample(case: str, batch: int, seed: int):
+    """A fresh input (not the export's example; a list of arrays for a multi-input case) and
+    per-sample targets with -1 = argmax."""
+    x = _input(case, batch, seed)
+    x = [t.numpy() for t in x] if isinstance(x, list) else x.numpy()
     classes = len(CLASS_NAMES[case])
     target = np.array([(seed + i) % classes if i % 2 == 0 else -1 for i in range(batch)])
     return x, target.astype(np.int64)
 
 
-def eager(case: str, x: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+def eager(case: str, x, target: np.ndarray) -> dict[str, np.ndarray]:
     """The reference: the eager explainer (autograd) on the same input."""
-    out = explainer(case)(torch.from_numpy(x), torch.from_numpy(target))
+    given = [torch.from_numpy(t) for t in x] if isinstance(x, list) else torch.from_numpy(x)
+    out = explainer(case)(given, torch.from_numpy(target))
     return {name: value.detach().numpy() for name, value in zip(out._fields, out)}
 
 

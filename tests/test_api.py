@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import MODEL_FACTORIES, make_input
 
 import gradvis_export as gv
-from gradvis_export import exporter as export_module
+from gradvis_export.exporter import guard
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),
@@ -202,10 +202,10 @@ def test_guard_rejects_an_artifact_with_a_constant_heatmap(tmp_path, monkeypatch
     """A constant-folded heatmap (captum#1778) must not be written out."""
     spec = MODEL_FACTORIES["resnet18"]()
     cam = gv.GradCAM(spec.model, "layer4")
-    real_runner = export_module._runner
+    real_runner = guard.open_artifact
 
-    def constant_heatmap(path, fmt, names):
-        run = real_runner(path, fmt, names)
+    def constant_heatmap(fmt, path):
+        run = real_runner(fmt, path)
         fixed = {}
 
         def wrapped(feeds):
@@ -215,7 +215,7 @@ def test_guard_rejects_an_artifact_with_a_constant_heatmap(tmp_path, monkeypatch
 
         return wrapped
 
-    monkeypatch.setattr(export_module, "_runner", constant_heatmap)
+    monkeypatch.setattr(guard, "open_artifact", constant_heatmap)
     with pytest.raises(gv.ExportError, match="differs from eager|same for two different inputs"):
         gv.export(cam, make_input(spec.input_shape), tmp_path / "cam.onnx")
     assert list(tmp_path.iterdir()) == []
@@ -229,9 +229,9 @@ def test_exported_metadata_and_runtime(tmp_path):
     cam = gv.GradCAM(spec.model, spec.target_layer)
     path = gv.export(cam, x, tmp_path / "x3d_cam.onnx")
     rt = gradvis_runtime.load(path, threads=1)
-    assert rt.metadata["method"] == "gradcam"
-    assert rt.metadata["target_layer"] == ["blocks.4"]
-    assert rt.metadata["input_layout"] == "BCTHW"
+    assert rt.spec.method == "gradcam"
+    assert rt.spec.layers == ("blocks.4",)
+    assert rt.spec.layout == "BCTHW"
     x1 = make_input((1, *spec.input_shape[1:]), seed=8)
     out = rt.run(x1.numpy(), [3])
     want = cam(x1, torch.tensor([3]))
@@ -271,7 +271,7 @@ def test_export_names_the_op_and_layer_it_cannot_rewrite(tmp_path):
 
 
 def test_guard_tolerates_a_few_flipped_relu_gates_but_not_drift():
-    from gradvis_export.exporter import _close
+    from gradvis_export.exporter.guard import close as _close
 
     rng = np.random.default_rng(0)
     want = rng.normal(size=(3, 3, 64, 64)).astype(np.float32)
@@ -306,17 +306,18 @@ def test_targets_example_runs(tmp_path):
 
 def test_seed_gradvis_interface_writes_overlays(tmp_path):
     """GradVis(model).compute_grad(input_tensor, path): one PNG per frame + an MP4; the PNGs
-    are the clip (min-max scaled) blended with the eager Grad-CAM of the last stage."""
+    are the clip (min-max scaled) blended with the eager Grad-CAM of the layer the library's
+    one default-layer rule picks (gradvis_export.core.layers.default_layer)."""
     from PIL import Image
 
-    from gradvis_export.video.overlay import colormap
+    from gradvis_export.apps.video.overlay import colormap
 
     spec = MODEL_FACTORIES["x3d"]()
     clip = make_input((3, 4, 64, 64), seed=9)
     out = gv.GradVis(spec.model).compute_grad(input_tensor=clip, path=tmp_path / "vis")
     names = sorted(p.name for p in out.iterdir())
     assert names == [f"frame_{t:04d}.png" for t in range(4)] + ["overlay.mp4"]
-    heat = gv.GradCAM(spec.model, "blocks.4")(clip[None]).heatmap[0]
+    heat = gv.GradCAM(spec.model)(clip[None]).heatmap[0]  # the library's default-layer rule
     heat = (heat / heat.max()).numpy()
     frames = (clip - clip.amin(dim=(1, 2, 3), keepdim=True)) / (
         clip.amax(dim=(1, 2, 3), keepdim=True) - clip.amin(dim=(1, 2, 3), keepdim=True)

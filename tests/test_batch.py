@@ -29,11 +29,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "runtime")]
 from videos import decode, encode
 
 import gradvis_export as gv
-from gradvis_export import batch, cli, models
+from gradvis_export.apps import batch, cli, models
+from gradvis_export.apps.video.backends import ArtifactBackend
+from gradvis_export.apps.video.pipeline import VideoOptions, explain_video
+from gradvis_export.core.preprocess import UInt8Input
 from gradvis_export.errors import GradvisError
-from gradvis_export.preprocess import UInt8Input
-from gradvis_export.video.backends import ArtifactBackend
-from gradvis_export.video.pipeline import VideoOptions, explain_video
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),
@@ -235,7 +235,7 @@ def test_rerun_skips_complete_videos_and_retries_failed(artifact, videos, local_
 def test_killed_run_resumes_without_partial_files(artifact, videos, reference, tmp_path):
     out = tmp_path / "results"
     command = [
-        sys.executable, "-m", "gradvis_export.cli", "batch", "--input", str(videos),
+        sys.executable, "-m", "gradvis_export.apps.cli", "batch", "--input", str(videos),
         "--artifact", str(artifact), "--out", str(out), "--workers", "1", "--quiet",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "runtime")])}

@@ -54,19 +54,33 @@ pytestmark = [
 RESNET_INPUT = (2, 3, 75, 75)  # layer3 -> 5x5 (x15), layer4 -> 3x3 (x25): odd scale factors
 X3D_INPUT = (2, 3, 4, 64, 64)  # blocks.4 -> (192, 4, 2, 2)
 
-# gradvis class -> pytorch-grad-cam class
-GRADIENT_METHODS = {
-    "GradCAM": (gv.GradCAM, pgc.GradCAM),
-    "GradCAMPlusPlus": (gv.GradCAMPlusPlus, pgc.GradCAMPlusPlus),
-    "XGradCAM": (gv.XGradCAM, pgc.XGradCAM),
-    "HiResCAM": (gv.HiResCAM, pgc.HiResCAM),
-    "GradCAMElementWise": (gv.GradCAMElementWise, pgc.GradCAMElementWise),
-    "LayerCAM": (gv.LayerCAM, pgc.LayerCAM),
-    "EigenCAM": (gv.EigenCAM, pgc.EigenCAM),
-    "EigenGradCAM": (gv.EigenGradCAM, pgc.EigenGradCAM),
+# The registry's CAM family (gv.METHODS names): one backward pass (or none) each, with
+# pytorch-grad-cam's class of the same method as the reference; ScoreCAM and AblationCAM
+# (extra forward passes) have their own tests below.
+CAM_FAMILY = [name for name, cls in gv.METHODS.items() if issubclass(cls, gv.BaseCAM)]
+FORWARD_ONLY = ["scorecam", "ablationcam"]
+PGC_CLASSES = {
+    "gradcam": pgc.GradCAM,
+    "gradcam++": pgc.GradCAMPlusPlus,
+    "xgradcam": pgc.XGradCAM,
+    "hirescam": pgc.HiResCAM,
+    "gradcam-elementwise": pgc.GradCAMElementWise,
+    "layercam": pgc.LayerCAM,
+    "eigencam": pgc.EigenCAM,
+    "eigengradcam": pgc.EigenGradCAM,
 }
-EIGEN = {"EigenCAM", "EigenGradCAM"}
+# name -> (our class, pytorch-grad-cam's), in the registry's order
+GRADIENT_METHODS = {
+    name: (gv.METHODS[name], PGC_CLASSES[name]) for name in CAM_FAMILY if name not in FORWARD_ONLY
+}
+EIGEN = {"eigencam", "eigengradcam"}
 CHANNEL_WEIGHTED = [m for m in GRADIENT_METHODS if m not in EIGEN]
+
+
+def test_every_registered_cam_has_its_reference_here():
+    """A CAM added to the registry without a reference in this file fails here."""
+    assert set(CAM_FAMILY) == set(PGC_CLASSES) | set(FORWARD_ONLY)
+
 
 # per-sample classes; -1 = argmax.  "argmax" passes None to both libraries, "int" a Python int.
 TARGETS = {"explicit": [3, 4], "argmax": None, "int": 3, "mixed": [3, -1], "pair12": [1, 2]}
@@ -397,12 +411,13 @@ def test_resnet18_matches_pytorch_grad_cam(resnet, method, kind):
 # channels, 5x5) rather than layer4 (512 channels), which halves its cost.  AblationCAM uses
 # post-ReLU layer4: pytorch-grad-cam zeroes a channel (as we do) only when the minimum of the
 # layer's output is 0.
-@pytest.mark.parametrize("method, layer", [("ScoreCAM", "layer3"), ("AblationCAM", "layer4")])
+@pytest.mark.parametrize("method, layer", [("scorecam", "layer3"), ("ablationcam", "layer4")])
 def test_resnet18_forward_only_methods_match_pytorch_grad_cam(resnet, method, layer):
     model, x = resnet
     kind = "mixed"
-    ours_cls, pgc_cls = getattr(gv, method), getattr(pgc, method)
-    if method == "AblationCAM":
+    ours_cls = gv.METHODS[method]
+    pgc_cls = {"scorecam": pgc.ScoreCAM, "ablationcam": pgc.AblationCAM}[method]
+    if method == "ablationcam":
         _, _, acts, _ = capture(model, [layer], x, kind, grads=False)
         assert (acts[layer].flatten(1).amin(dim=1) == 0).all()
 
@@ -410,7 +425,7 @@ def test_resnet18_forward_only_methods_match_pytorch_grad_cam(resnet, method, la
     assert nontrivial(full)
     out = ours_cls(model, layer, chunk_size=64)(x, gv_target(kind))
     assert_normalised_close(out.heatmap, full, f"{method}/{kind}")
-    if method == "AblationCAM":  # cheap for us (only the part after layer4 is rerun)
+    if method == "ablationcam":  # cheap for us (only the part after layer4 is rerun)
         raw = ours_cls(model, layer, normalize=False)(x, gv_target(kind))
         expected = upsample(torch.relu(layer_map), x.shape[2:])
         assert_raw_close(raw.heatmap, expected, f"{method}/{kind} raw")
@@ -557,19 +572,19 @@ def test_x3d_multi_layer_gradcam_matches_pytorch_grad_cam_at_layer_resolution(vi
 # EigenCAM sign convention: sum_k v_k >= 0, against a float64 numpy SVD
 # =========================================================================== #
 @pytest.mark.parametrize("net", ["resnet", "video"])
-@pytest.mark.parametrize("method", ["EigenCAM", "EigenGradCAM"])
+@pytest.mark.parametrize("method", ["eigencam", "eigengradcam"])
 def test_eigen_sign_convention(request, net, method):
     model, x = request.getfixturevalue(net)
     layer = "layer4" if net == "resnet" else "blocks.4"
     _, _, acts, grads = capture(model, [layer], x, "explicit")
-    features = acts[layer] if method == "EigenCAM" else grads[layer] * acts[layer]
+    features = acts[layer] if method == "eigencam" else grads[layer] * acts[layer]
     projection = eigen_reference(features)
     ref = upsample(torch.relu(projection), x.shape[2:])
     flipped = upsample(torch.relu(-projection), x.shape[2:])
     assert nontrivial(ref)
     assert not torch.allclose(minmax(ref), minmax(flipped), atol=1e-2)  # the sign matters
 
-    ours_cls = getattr(gv, method)
+    ours_cls = gv.METHODS[method]
     out = ours_cls(model, layer)(x, gv_target("explicit"))
     raw = ours_cls(model, layer, normalize=False)(x, gv_target("explicit"))
     assert_normalised_close(out.heatmap, ref, f"{net} {method}")
@@ -637,7 +652,7 @@ class TemporalStrideNet(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3, 4)))
 
 
-ALL_METHODS = [*GRADIENT_METHODS, "ScoreCAM", "AblationCAM"]
+ALL_METHODS = CAM_FAMILY
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
@@ -647,7 +662,7 @@ def test_temporal_stride_maps_back_to_input_frames(method):
     torch.manual_seed(0)
     model = TemporalStrideNet().eval()
     x = make_input((2, 3, 8, 16, 16), seed=3)
-    explainer = getattr(gv, method)(model, "features.3", normalize=False)
+    explainer = gv.METHODS[method](model, "features.3", normalize=False)
     out = explainer(x, [1, 2])
     assert out.heatmap.shape == (2, 8, 16, 16)
     layer = get_module(model, "features.3")
@@ -661,14 +676,14 @@ def test_temporal_stride_maps_back_to_input_frames(method):
     a = grabbed["a"].detach()
     assert a.shape[2] == 2
     if method in EIGEN:  # the float64 SVD reference with our sign convention
-        layer_map = eigen_reference(a if method == "EigenCAM" else g * a).float()
+        layer_map = eigen_reference(a if method == "eigencam" else g * a).float()
     elif method in GRADIENT_METHODS:
         pgc_obj = GRADIENT_METHODS[method][1](model, [layer])
         targets = [ClassifierOutputTarget(1), ClassifierOutputTarget(2)]
         layer_map = torch.as_tensor(
             pgc_obj.get_cam_image(x, layer, targets, a.numpy(), g.numpy(), False)
         )
-    elif method == "ScoreCAM":
+    elif method == "scorecam":
         layer_map = scorecam_reference(model, "features.3", x, "pair12")
     else:
         layer_map = ablation_reference(model, "features.3", x, "pair12")

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 import gradvis_export as gv
-from gradvis_export import models, train
-from gradvis_export.datasets import CLASS_NAMES, make_batch, make_clip
+from gradvis_export.apps import models, train
+from gradvis_export.apps.datasets import CLASS_NAMES, make_batch, make_clip
 
 STRONG = 100  # a pixel "changes" when a lamp switches if some channel moves by > 100/255
 
@@ -365,7 +365,7 @@ def test_cli_default_explains_the_shipped_sample(tmp_path, monkeypatch):
     frames; the sample goes through headlights, left, right, hazard, off (12 frames each)."""
     import json
 
-    from gradvis_export import cli
+    from gradvis_export.apps import cli
 
     monkeypatch.chdir(tmp_path)
     assert cli.main(["explain", "--out", "lights.mp4", "--quiet"]) == 0

@@ -106,3 +106,31 @@ def test_find_package_from_an_install_prefix(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[2, 7] [2, 32, 32]"
+
+
+def test_onnxruntime_sdk_takes_the_archive_from_the_apt_sources(tmp_path):
+    """cpp/onnxruntime_sdk.py names no archive itself: it reads apt's sources (one-line and
+    deb822 formats), skipping the security archive, disabled stanzas and other components."""
+    import onnxruntime_sdk
+
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    (apt / "sources.list").write_text(
+        "# comment\ndeb [signed-by=/k.gpg] http://security.invalid/debian-security x-security main\n"
+        "deb-src http://src.invalid/debian x main\n"
+    )
+    (apt / "sources.list.d" / "a.sources").write_text(
+        "Types: deb\nURIs: http://off.invalid/debian\nSuites: x\nComponents: main\nEnabled: no\n\n"
+        "Types: deb\nURIs: http://contrib.invalid/debian\nSuites: x\nComponents: contrib\n\n"
+        "Types: deb\n# a comment line\nURIs: http://archive.invalid/debian/\nSuites: x x-updates\n"
+        "Components: main\n"
+    )
+    assert onnxruntime_sdk.archive_from_apt(apt) == "http://archive.invalid/debian"
+    (apt / "sources.list.d" / "a.sources").unlink()
+    (apt / "sources.list.d" / "b.list").write_text("deb http://plain.invalid/debian x main\n")
+    assert onnxruntime_sdk.archive_from_apt(apt) == "http://plain.invalid/debian"
+    (apt / "sources.list.d" / "b.list").unlink()
+    import pytest
+
+    with pytest.raises(SystemExit, match="pass --archive URL"):
+        onnxruntime_sdk.archive_from_apt(apt)

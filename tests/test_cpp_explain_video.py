@@ -19,7 +19,7 @@ import runtime_cases as rc
 from videos import encode
 
 import gradvis_export as gv
-from gradvis_export.preprocess import UInt8Input
+from gradvis_export.core.preprocess import UInt8Input
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = Path(os.environ.get("GRADVIS_CPP_BUILD_DIR", ROOT / "build" / "cpp"))

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradvis_export import models
-from gradvis_export.depthwise import DepthwiseConv3d, fast_depthwise, is_depthwise
+from gradvis_export.apps import models
+from gradvis_export.apps.depthwise import DepthwiseConv3d, fast_depthwise, is_depthwise
 
 CASES = [  # kernel, stride, padding, input shape (N, C, T, H, W)
     ((3, 3, 3), (1, 1, 1), (1, 1, 1), (2, 4, 5, 7, 6)),  # X3D's stage convolution

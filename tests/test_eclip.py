@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import gradvis_export as gv
-from gradvis_export.clip import (
+from gradvis_export.apps.clip import (
     TINY_CLIP_CONFIG,
     build_clip,
     encode_prompts,
@@ -210,7 +210,7 @@ def test_export_matches_eager(tiny, tmp_path, fmt, mode):
             maps[batch, p] = got[2]
         assert not np.allclose(maps[batch, 0], maps[batch, 1], atol=1e-3)
     if fmt == "onnx" and mode == "native":  # the video path on the artifact
-        from gradvis_export.clip_video import artifact_explain, explain_video_clip
+        from gradvis_export.apps.clip_video import artifact_explain, explain_video_clip
 
         write_video(tmp_path / "in.mp4", frames=3)
         kwargs = {"frames": "all", "batch": 2}
@@ -302,8 +302,8 @@ def test_text_token_relevance(tiny):
 
 
 def write_video(path, frames: int = 6, height: int = 50, width: int = 72) -> list[np.ndarray]:
-    from gradvis_export.video.decode import read_frames
-    from gradvis_export.video.encode import mp4_writer
+    from gradvis_export.apps.video.decode import read_frames
+    from gradvis_export.apps.video.encode import mp4_writer
 
     gen = np.random.default_rng(0)
     with mp4_writer(path, 10, width, height) as write:
@@ -314,9 +314,9 @@ def write_video(path, frames: int = 6, height: int = 50, width: int = 72) -> lis
 
 @pytest.mark.parametrize("frames", ["all", "middle"])
 def test_video_per_frame(tiny, tmp_path, frames):
-    from gradvis_export.clip import preprocess_images
-    from gradvis_export.clip_video import explain_video_clip
-    from gradvis_export.video.decode import probe
+    from gradvis_export.apps.clip import preprocess_images
+    from gradvis_export.apps.clip_video import explain_video_clip
+    from gradvis_export.apps.video.decode import probe
 
     decoded = write_video(tmp_path / "in.mp4")
     out, sidecar = tmp_path / "out.mp4", tmp_path / "out.json"
@@ -335,7 +335,7 @@ def test_video_per_frame(tiny, tmp_path, frames):
 
 
 def test_cli_clip_model(tmp_path, capsys):
-    from gradvis_export.cli import main
+    from gradvis_export.apps.cli import main
 
     write_video(tmp_path / "in.mp4", frames=2)
     out = tmp_path / "out.mp4"

@@ -1,5 +1,5 @@
 """`gv.export(..., precision="fp16")`: float16 weights and activations inside the artifact, a
-float32 interface outside, and the error against fp32 recorded in the metadata.
+float32 interface outside, and the error against fp32 recorded in the contract.
 
 Two seeded random nets with Grad-CAM: MixedReLUNet (2-D, 3x32x32, tests/models.py) and a small
 3-D CNN defined here (3x4x32x32; AvgPool3d, which has no float16 CPU kernel in torch, and SiLU),
@@ -30,7 +30,8 @@ from models import make_input, mixed_relu_net
 
 import gradvis_export as gv
 import gradvis_runtime
-from gradvis_export import exporter
+from gradvis_export.exporter import api, guard
+from gradvis_export.exporter import precision as fp16
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),
@@ -154,7 +155,7 @@ def relative_l2(got: np.ndarray, want: np.ndarray) -> float:
 @pytest.mark.parametrize("case", list(SHAPES))
 def test_fp16_artifact_matches_fp32(case, fmt):
     rt = load(artifact(case, fmt))
-    assert rt.metadata["precision"] == "fp16"
+    assert rt.spec.precision == "fp16"
     for batch, seed in ((1, 31), (3, 32)):
         x, target = fresh(case, batch, seed)
         ref_logits, ref_heatmap = reference_gradcam(case, torch.from_numpy(x), torch.tensor(target))
@@ -182,15 +183,15 @@ def test_fp16_artifact_matches_fp32(case, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("case", list(SHAPES))
 def test_reported_error_is_the_measured_error(case, fmt):
-    """The metadata's fp16_error, recomputed here on the guard's inputs (gv's guard_samples)
+    """The contract's fp16_error, recomputed here on the guard's inputs (gv's guard_samples)
     against the fp32 eager explainer with the artifact loaded by gradvis_runtime."""
     rt = load(artifact(case, fmt))
-    reported = rt.metadata["fp16_error"]
+    reported = rt.spec.extra["fp16_error"]
     assert reported["reference"] == "fp32 eager explainer"
     assert reported["samples"] == 4
-    assert reported["tolerance"] == exporter.FP16_TOLERANCE
+    assert reported["tolerance"] == fp16.FP16_TOLERANCE
     got, want = {"logits": [], "heatmap": []}, {"logits": [], "heatmap": []}
-    for x, inputs in exporter.guard_samples(explainer(case), example(case), "fp16"):
+    for x, inputs in guard.guard_samples(explainer(case), example(case), "fp16"):
         out = rt.run(x.numpy(), inputs["target"].numpy())
         eager = explainer(case)(x, **inputs)
         for name in got:
@@ -209,12 +210,12 @@ def test_reported_error_is_the_measured_error(case, fmt):
             assert reported[name][key] == pytest.approx(value, rel=1e-2, abs=1e-6), (
                 f"{case} {fmt} {name} {key}: reported {reported[name][key]}, measured {value}"
             )
-            assert value <= exporter.FP16_TOLERANCE.get(key, np.inf)
+            assert value <= fp16.FP16_TOLERANCE.get(key, np.inf)
     if fmt == "onnx":  # onnxruntime's CPU provider upcasts; the float16 arithmetic is reported
         half = reported["half_arithmetic"]
         assert "float16" in reported["note"]
         for name in ("logits", "heatmap"):
-            assert half[name]["rel_l2"] <= exporter.FP16_TOLERANCE["rel_l2"]
+            assert half[name]["rel_l2"] <= fp16.FP16_TOLERANCE["rel_l2"]
             assert half[name]["rel_l2"] > 0
 
 
@@ -254,8 +255,8 @@ def test_weights_are_half(case):
     assert dtypes and set(dtypes) == {"float16"}
 
     for fmt in FORMATS:
-        specs = load(artifact(case, fmt)).metadata["input_specs"]
-        assert specs["input"]["dtype"] == "float32" and specs["target"]["dtype"] == "int64"
+        spec = load(artifact(case, fmt)).spec
+        assert spec.input("input").dtype == "float32" and spec.input("target").dtype == "int64"
 
 
 @pytest.mark.parametrize("bad", ["fp8", "FP16", "half", 16, None, torch.float16])
@@ -267,7 +268,7 @@ def test_bad_precision_is_a_value_error(bad, tmp_path):
 
 def test_guard_refuses_a_broken_fp16_artifact(monkeypatch, tmp_path):
     """A float16 graph whose heatmap turned NaN (or constant) is refused; no file appears."""
-    real = exporter.half_precision
+    real = api.half_precision
 
     def broken(nan: bool):
         def convert(gm, args):
@@ -286,7 +287,7 @@ def test_guard_refuses_a_broken_fp16_artifact(monkeypatch, tmp_path):
         return convert
 
     for nan, message in ((True, "not finite"), (False, "constant for sample")):
-        monkeypatch.setattr(exporter, "half_precision", broken(nan))
+        monkeypatch.setattr(api, "half_precision", broken(nan))
         path = tmp_path / "broken.pt"
         with pytest.raises(gv.ExportError, match=message):
             gv.export(explainer("net2d"), example("net2d"), path, precision="fp16")
@@ -295,17 +296,17 @@ def test_guard_refuses_a_broken_fp16_artifact(monkeypatch, tmp_path):
 
 def test_guard_tolerance():
     want = np.linspace(0, 1, 64, dtype=np.float32).reshape(2, 32)
-    assert exporter.check_fp16("x", "heatmap", want + 1e-3, want, 2)["max_abs"] < 2e-3
+    assert fp16.check_fp16("x", "heatmap", want + 1e-3, want, 2)["max_abs"] < 2e-3
     with pytest.raises(gv.ExportError, match="half-precision tolerance"):
-        exporter.check_fp16("x", "heatmap", want[::-1].copy(), want, 2)
+        fp16.check_fp16("x", "heatmap", want[::-1].copy(), want, 2)
 
 
 def test_check_false_records_no_error(tmp_path):
     path = gv.export(
         explainer("net2d"), example("net2d"), tmp_path / "a.pt", precision="fp16", check=False
     )
-    meta = load(path).metadata
-    assert meta["precision"] == "fp16" and meta["fp16_error"] is None
+    spec = load(path).spec
+    assert spec.precision == "fp16" and spec.extra["fp16_error"] is None
 
 
 def test_tensorrt_profile_in_fp16(tmp_path):
@@ -319,6 +320,6 @@ def test_tensorrt_profile_in_fp16(tmp_path):
     assert not [n for n in graph.node if n.op_type == "ScatterElements"]
     rewritten = {i.data_type for i in graph.initializer if i.name.startswith("gv_trt")}
     assert onnx.TensorProto.FLOAT16 in rewritten
-    meta = load(path).metadata
-    assert meta["profile"] == "tensorrt" and meta["precision"] == "fp16"
-    assert meta["fp16_error"]["heatmap"]["rel_l2"] <= exporter.FP16_TOLERANCE["rel_l2"]
+    spec = load(path).spec
+    assert spec.profile == "tensorrt" and spec.precision == "fp16"
+    assert spec.extra["fp16_error"]["heatmap"]["rel_l2"] <= fp16.FP16_TOLERANCE["rel_l2"]

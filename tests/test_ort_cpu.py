@@ -13,8 +13,13 @@ from torch import nn
 
 import gradvis_export as gv
 import gradvis_runtime
-from gradvis_export.ort_cpu import MAX_PIXELS, depthwise_conv3d_by_frames, split_depthwise_conv3d
-from gradvis_export.trace import trace
+from gradvis_export.exporter.ort_cpu import (
+    MAX_PIXELS,
+    depthwise_conv3d_by_frames,
+    split_depthwise_conv3d,
+)
+from gradvis_export.exporter.passes import GRAPH_PASSES, run_passes
+from gradvis_export.exporter.trace import trace
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),
@@ -81,7 +86,7 @@ def test_the_pass_splits_only_small_frames():
     assert 10 * 10 <= MAX_PIXELS < 40 * 40
     explainer = gv.EigenCAM(video_net(), "small")
     x = torch.randn(2, 3, 4, 80, 80)
-    gm = trace(explainer, x)
+    gm = run_passes(trace(explainer, x), GRAPH_PASSES)  # as gv.export does
     target = torch.tensor([-1, 2])
     before = [o.clone() for o in gm(x, target)]
     convs = [n for n in gm.graph.nodes if n.target is torch.ops.aten.convolution.default]
@@ -111,7 +116,7 @@ def test_profile_artifact_matches_eager(tmp_path, method):
         for g, w, name in zip(got, want, want._fields):
             w = w.numpy()
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * np.abs(w).max(), err_msg=name)
-    assert gradvis_runtime.load(path).metadata["profile"] == "onnxruntime-cpu"
+    assert gradvis_runtime.load(path).spec.profile == "onnxruntime-cpu"
 
 
 def test_profile_is_onnx_only(tmp_path):
@@ -126,7 +131,7 @@ def test_profile_is_onnx_only(tmp_path):
 def test_cli_export_with_the_profile_matches_eager(tmp_path, capsys):
     """`gradvis export --profile onnxruntime-cpu` on X3D-XS (every depthwise conv on <= 16x16
     frames: all split) against the eager explainer of the same seeded model."""
-    from gradvis_export import cli, models
+    from gradvis_export.apps import cli, models
 
     out = tmp_path / "x3d.onnx"
     args = ["--model", "x3d_xs", "--num-classes", "3", "--size", "32", "--clip-len", "4"]
@@ -134,7 +139,7 @@ def test_cli_export_with_the_profile_matches_eager(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert depthwise_convs(onnx.load(str(out))).count(5) == 0
     runtime = gradvis_runtime.load(out)
-    assert runtime.metadata["profile"] == "onnxruntime-cpu"
+    assert runtime.spec.profile == "onnxruntime-cpu"
     eager = gv.GradCAM(models.build("x3d_xs", 3, 4, 32), "blocks.4")
     for batch in (1, 3):
         x = torch.randn(batch, 3, 4, 32, 32, generator=torch.Generator().manual_seed(batch))

@@ -28,22 +28,10 @@ from gradvis_export.errors import GradvisError, InputError
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning")]
 
 K = 4  # classes
-CAM_METHODS = [
-    gv.GradCAM,
-    gv.GradCAMPlusPlus,
-    gv.XGradCAM,
-    gv.HiResCAM,
-    gv.GradCAMElementWise,
-    gv.LayerCAM,
-    gv.EigenCAM,
-    gv.EigenGradCAM,
-    gv.ScoreCAM,
-    gv.AblationCAM,
-]
-GRADIENT_METHODS = [  # the CAMs weighted by gradients (a zero gradient must give a zero map)
-    m for m in CAM_METHODS if m not in (gv.EigenCAM, gv.ScoreCAM, gv.AblationCAM)
-]
-ALL = [*CAM_METHODS, gv.GuidedBackprop, gv.GuidedGradCAM]
+ALL = list(gv.METHODS.values())  # every registered method
+CAM_METHODS = [m for m in ALL if issubclass(m, gv.BaseCAM)]
+GRADIENT_METHODS = [m for m in CAM_METHODS if m.uses_gradients]  # zero gradient: zero map
+assert {gv.EigenCAM, gv.ScoreCAM, gv.AblationCAM}.isdisjoint(GRADIENT_METHODS)
 PROPERTY = settings(
     max_examples=12,
     deadline=None,

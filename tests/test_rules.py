@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradvis_export import rules
+from gradvis_export.core.maps import resize_linear
+from gradvis_export.rules import activations, decompositions, explanation
 
 aten = torch.ops.aten
 
@@ -58,7 +59,7 @@ def test_convolution_backward_input_grad(case):
         groups,
     )
     want = aten.convolution_backward.default(*args, [True, False, False])[0]
-    got = rules.convolution_backward(*args, [True, False, False])[0]
+    got = decompositions.convolution_backward(*args, [True, False, False])[0]
     close(got, want)
 
 
@@ -81,7 +82,7 @@ def test_avg_pool_backward(case):
     g = torch.randn_like(y)
     op = aten.avg_pool2d_backward.default if len(shape) == 4 else aten.avg_pool3d_backward.default
     args = (g, x, list(kernel), list(stride), list(padding), ceil, include_pad, divisor)
-    close(rules._avg_pool_backward(*args), op(*args))
+    close(decompositions._avg_pool_backward(*args), op(*args))
 
 
 @pytest.mark.parametrize(
@@ -98,14 +99,14 @@ def test_adaptive_avg_pool_forward_and_backward(shape, out):
     x = torch.randn(shape)
     pool = F.adaptive_avg_pool2d if len(shape) == 4 else F.adaptive_avg_pool3d
     y = pool(x, out)
-    close(rules._adaptive_avg_pool(x, list(out)), y)
+    close(decompositions._adaptive_avg_pool(x, list(out)), y)
     g = torch.randn_like(y)
     op = (
         aten._adaptive_avg_pool2d_backward.default
         if len(shape) == 4
         else aten._adaptive_avg_pool3d_backward.default
     )
-    close(rules._adaptive_avg_pool_backward(g, x), op(g, x))
+    close(decompositions._adaptive_avg_pool_backward(g, x), op(g, x))
 
 
 @pytest.mark.parametrize(
@@ -128,7 +129,7 @@ def test_max_pool_backward(shape, kernel, stride, padding, ceil):
         op = aten.max_pool3d_with_indices_backward.default
     g = torch.randn_like(y)
     args = (g, x, kernel, stride, padding, [1] * len(kernel), ceil, idx)
-    close(rules._max_pool_backward(*args), op(*args))
+    close(decompositions._max_pool_backward(*args), op(*args))
 
 
 @pytest.mark.parametrize(
@@ -146,9 +147,9 @@ def test_upsample_backward(mode, align, scale):
     out_size, in_size = list(y.shape[2:]), list(x.shape)
     scales = [scale] * (len(shape) - 2) if scale else [None] * (len(shape) - 2)
     if mode == "nearest":
-        got = rules._upsample_nearest_backward(g, out_size, in_size, *scales)
+        got = decompositions._upsample_nearest_backward(g, out_size, in_size, *scales)
     else:
-        got = rules._upsample_linear_backward(g, out_size, in_size, align, *scales)
+        got = decompositions._upsample_linear_backward(g, out_size, in_size, align, *scales)
     close(got, want)
 
 
@@ -156,7 +157,7 @@ def test_guided_relu_rule_is_springenberg():
     torch.manual_seed(5)
     x = torch.randn(4, 7, requires_grad=True)
     g = torch.randn(4, 7)
-    mode = rules.RuleMode(rules.guided_rules("relu"))
+    mode = explanation.RuleMode(explanation.guided_rules("relu"))
     with mode:
         (got,) = torch.autograd.grad(torch.relu(x), x, g)
     want = g * (x > 0) * (g > 0)
@@ -168,7 +169,7 @@ def test_guided_rule_on_silu_is_derivative_times_relu_of_grad():
     torch.manual_seed(6)
     x = torch.randn(5, 3, requires_grad=True)
     g = torch.randn(5, 3)
-    with rules.RuleMode(rules.guided_rules("all")):
+    with explanation.RuleMode(explanation.guided_rules("all")):
         (got,) = torch.autograd.grad(F.silu(x), x, g)
     s = torch.sigmoid(x.detach())
     close(got, torch.relu(g) * (s * (1 + x.detach() * (1 - s))))
@@ -176,7 +177,7 @@ def test_guided_rule_on_silu_is_derivative_times_relu_of_grad():
 
 def test_rule_mode_reports_activations_it_does_not_rewrite():
     x = torch.randn(3, requires_grad=True)
-    mode = rules.RuleMode(rules.guided_rules("relu"))
+    mode = explanation.RuleMode(explanation.guided_rules("relu"))
     with mode:
         torch.autograd.grad(torch.sigmoid(F.gelu(x)).sum(), x)
     assert not mode.applied
@@ -185,7 +186,7 @@ def test_rule_mode_reports_activations_it_does_not_rewrite():
 
 def test_unknown_activation_name_lists_choices():
     with pytest.raises(ValueError, match="choose from .*relu"):
-        rules.activation_names("swishy")
+        activations.activation_names("swishy")
 
 
 @pytest.mark.parametrize("shape,out", [((2, 3, 7, 5), (3, 2)), ((2, 2, 4, 5, 6), (2, 3, 2))])
@@ -196,7 +197,7 @@ def test_adaptive_max_pool_backward(shape, out):
     y, idx = pool(x, out, return_indices=True)
     g = torch.randn_like(y)
     (want,) = torch.autograd.grad(y, x, g)
-    close(rules._adaptive_max_pool_backward(g, x.detach(), idx), want)
+    close(decompositions._adaptive_max_pool_backward(g, x.detach(), idx), want)
 
 
 @pytest.mark.parametrize(
@@ -209,7 +210,7 @@ def test_replication_pad_backward(shape, padding):
     y = F.pad(x, padding, mode="replicate")
     g = torch.randn_like(y)
     (want,) = torch.autograd.grad(y, x, g)
-    close(rules._replication_pad_backward(g, x.detach(), padding), want)
+    close(decompositions._replication_pad_backward(g, x.detach(), padding), want)
 
 
 @pytest.mark.parametrize(
@@ -226,7 +227,7 @@ def test_resize_linear_is_bilinear_or_trilinear(shape, size):
     maps = torch.randn(shape)
     mode = "bilinear" if len(size) == 2 else "trilinear"
     want = F.interpolate(maps[:, None], size=size, mode=mode, align_corners=False)[:, 0]
-    close(rules.resize_linear(maps, size), want)
+    close(resize_linear(maps, size), want)
 
 
 def test_threshold_backward_as_mask():
@@ -234,13 +235,13 @@ def test_threshold_backward_as_mask():
     x, g = torch.randn(4, 9), torch.randn(4, 9)
     for threshold in (0.0, 0.3):
         want = aten.threshold_backward.default(g, x, threshold)
-        close(rules._threshold_backward(g, x, threshold), want)
+        close(decompositions._threshold_backward(g, x, threshold), want)
 
 
 def test_common_subexpressions_are_merged_and_values_kept():
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from gradvis_export.trace import eliminate_common_subexpressions
+    from gradvis_export.exporter.passes import eliminate_common_subexpressions
 
     def f(x):
         a = torch.relu(x) * 2  # computed twice, as a chunked explainer's prefix is

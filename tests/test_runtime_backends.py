@@ -1,7 +1,7 @@
 """gradvis_runtime on every backend against eager autograd: onnxruntime, TorchScript,
 AOTInductor and the C++ library through the pybind11 bridge, for a 2-D net and X3D-XS, at
 batch sizes other than the export's (2), with per-sample targets and -1 = argmax (rtol 1e-4).
-Plus the metadata written at export, read back by every backend."""
+Plus the contract written at export, read back by every backend."""
 
 from __future__ import annotations
 
@@ -23,15 +23,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 
-# (format of the file, backend that runs it)
-RUNS = [
-    ("onnx", "onnxruntime"),
-    ("torchscript", "torchscript"),
-    ("aoti", "aoti"),
-    ("torchscript", "cpp"),
-    ("aoti", "cpp"),
-    ("onnx", "cpp"),  # the C++ library's optional ONNX Runtime backend
-]
+RUNS = rc.RUNS
 
 
 @pytest.mark.parametrize("case", list(rc.CASES))
@@ -46,52 +38,84 @@ def test_backend_matches_eager(case, fmt, backend):
         rc.assert_close(rt.run(x, target), rc.eager(case, x, target), f"{case} {backend} b{batch}")
 
 
+@pytest.mark.parametrize(("fmt", "backend"), RUNS)
+def test_two_input_artifact_takes_both_call_forms(fmt, backend):
+    """A SlowFast-style artifact (input_0, input_1): a list in graph order, or each by name,
+    equal to eager at batch 1 and 3; a wrong call says how to make it."""
+    if (fmt, backend) == ("onnx", "cpp"):
+        rc.require_cpp_onnx()
+    rt = gradvis_runtime.load(rc.artifact("twopath", fmt), backend=backend, threads=2)
+    assert [s.name for s in rt.spec.data_inputs] == ["input_0", "input_1"]
+    for batch, seed in ((1, 51), (3, 52)):
+        (slow, fast), target = rc.sample("twopath", batch, seed)
+        want = rc.eager("twopath", [slow, fast], target)
+        rc.assert_close(rt.run([slow, fast], target=target), want, f"{backend} list b{batch}")
+        named = rt.run(input_0=slow, input_1=fast, target=target)
+        rc.assert_close(named, want, f"{backend} named b{batch}")
+    with pytest.raises(ValueError, match=r"2 data inputs \(input_0, input_1\).*input_0=\.\.\."):
+        rt.run(slow, target=target)
+    with pytest.raises(ValueError, match="needs the data input.*input_1"):
+        rt.run(input_0=slow)
+    with pytest.raises(ValueError, match="given twice"):
+        rt.run([slow, fast], input_1=fast)
+    with pytest.raises(ValueError, match="batch sizes"):
+        rt.run([slow, fast[:1]])
+    with pytest.raises(ValueError, match=r"input 'input_0' has shape"):
+        rt.run([fast, fast])
+
+
 @pytest.mark.parametrize("case", list(rc.CASES))
-def test_metadata_round_trips(case):
-    shape = list(rc._SHAPES[case][1:])
+def test_contract_round_trips(case):
+    """What gv.export writes is what every runtime reads, through the one contract type."""
+    from gradvis_runtime import InputSpec
+
+    shapes = rc._SHAPES[case] if rc.multi(case) else (rc._SHAPES[case],)
+    names = [f"input_{i}" for i in range(len(shapes))] if rc.multi(case) else ["input"]
+    data = [
+        InputSpec(name, "data", "float32", ("B", *s[1:]), "BCHW" if len(s) == 4 else "BCTHW")
+        for name, s in zip(names, shapes)
+    ]
+    big = max(shapes, key=lambda s: int(np.prod(s[2:])))  # the maps' input: most positions
     want = {
         "method": "gradcam",
         "gradvis_version": gv.__version__,
-        "inputs": ["input", "target"],
-        "outputs": ["logits", "heatmap"],
-        "input_shape": ["B", *shape],
-        "input_layout": "BCHW" if len(shape) == 3 else "BCTHW",
-        "clip_len": None if len(shape) == 3 else shape[1],
-        "class_names": rc.CLASS_NAMES[case],
-        "input_specs": {
-            "input": {"dtype": "float32", "shape": ["B", *shape]},
-            "target": {"dtype": "int64", "shape": ["B"], "default": -1},
-        },
+        "input_names": [*names, "target"],
+        "output_names": ["logits", "heatmap"],
+        "data_inputs": data,
+        "map_input": names[shapes.index(big)],
+        "layout": "BCHW" if len(big) == 4 else "BCTHW",
+        "clip_len": None if len(big) == 4 else big[2],
+        "class_names": tuple(rc.CLASS_NAMES[case]),
+        "num_classes": len(rc.CLASS_NAMES[case]),
+        "layers": (rc.CASES[case]().target_layer,),
     }
     with_onnx = rc.cpp_onnx_available()  # the other runtimes are checked either way
     read = {}
     for fmt, backend in RUNS:
         if (fmt, backend) == ("onnx", "cpp") and not with_onnx:
             continue
-        meta = gradvis_runtime.load(rc.artifact(case, fmt), backend=backend).metadata
+        spec = gradvis_runtime.load(rc.artifact(case, fmt), backend=backend).spec
         for key, value in want.items():
-            got = meta[key]
-            if key == "input_specs":
-                got = {
-                    name: {k: v for k, v in spec.items() if k != "doc"}
-                    for name, spec in got.items()
-                }
-            assert got == value, f"{backend} ({fmt}): {key}"
-        assert meta["format"] == fmt
-        read[backend, fmt] = meta
+            assert getattr(spec, key) == value, f"{backend} ({fmt}): {key}"
+        (target,) = spec.target_inputs
+        assert (target.name, target.dtype, target.shape, target.default) == (
+            "target", "int64", ("B",), -1
+        )  # fmt: skip
+        assert spec.outputs[0].shape == ("B", len(rc.CLASS_NAMES[case]))
+        assert spec.outputs[1].shape == ("B", *big[2:])
+        assert spec.format == fmt
+        read[backend, fmt] = spec
     # the C++ library's own parse of the specs agrees with the JSON
     from gradvis_runtime import _cpp
 
     for fmt in ("torchscript", "aoti", "onnx") if with_onnx else ("torchscript", "aoti"):
         specs = _cpp.Explainer(str(rc.artifact(case, fmt))).input_specs
         assert specs == [
-            ("input", "float32", [-1, *shape], None),
-            ("target", "int64", [-1], -1.0),
+            *((s.name, "data", "float32", [-1, *s.shape[1:]], s.layout, None) for s in data),
+            ("target", "target", "int64", [-1], None, -1.0),
         ]
-        assert (
-            json.loads(_cpp.Explainer(str(rc.artifact(case, fmt))).metadata_json)
-            == (read["cpp", fmt])
-        )
+        text = _cpp.Explainer(str(rc.artifact(case, fmt))).metadata_json
+        assert gradvis_runtime.ArtifactSpec.from_json(text) == read["cpp", fmt]
 
 
 def test_errors_are_clear(tmp_path, monkeypatch):
@@ -145,7 +169,6 @@ def test_session_config_reaches_onnxruntime(monkeypatch):
 def test_damaged_artifacts_are_refused_with_a_clear_error(tmp_path):
     """Truncated files and damaged metadata: a ValueError that names the file, not a trace
     from inside onnxruntime or NumPy (tests/fuzz/fuzz_artifact.py explores many more)."""
-    import json
 
     import onnx
     import torch
@@ -169,9 +192,9 @@ def test_damaged_artifacts_are_refused_with_a_clear_error(tmp_path):
     for entry in proto.metadata_props:
         if entry.key == "gradvis":
             meta = json.loads(entry.value)
-            meta["input_specs"]["input"]["dtype"] = "float33"
+            meta["inputs"][0]["dtype"] = "float33"
             entry.value = json.dumps(meta)
     damaged = tmp_path / "damaged.onnx"
     onnx.save(proto, damaged)
-    with pytest.raises(ValueError, match="damaged gradvis metadata.*float33"):
+    with pytest.raises(ValueError, match=r"damaged.onnx.*field 'inputs\[0\].dtype'.*float33"):
         gradvis_runtime.load(damaged)

@@ -36,7 +36,7 @@ CHILD = textwrap.dedent(
         print("TS:", error)
     assert "torch" not in sys.modules or sys.modules["torch"] is None
     assert "gradvis_export" not in sys.modules
-    print("metadata:", rt.metadata["method"], rt.metadata["class_names"][0])
+    print("contract:", rt.spec.method, rt.spec.class_names[0])
     """
 )
 
@@ -68,6 +68,6 @@ def test_onnx_runs_without_torch(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "TS: TorchScript and AOTInductor artifacts need torch" in result.stdout
-    assert "metadata: gradcam class0" in result.stdout
+    assert "contract: gradcam class0" in result.stdout
     got = dict(np.load(tmp_path / "out.npz"))
     rc.assert_close(got, rc.eager("net2d", x, target), "onnx without torch")

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import make_input, mixed_relu_net
 
 import gradvis_export as gv
-from gradvis_export.tensorrt import TENSORRT10_OPS, tensorrt_problems
+from gradvis_export.exporter.tensorrt import TENSORRT10_OPS, tensorrt_problems
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),

@@ -27,8 +27,8 @@ import runtime_cases as rc
 from models import mixed_relu_net
 
 import gradvis_export as gv
-from gradvis_export import cli
-from gradvis_export.preprocess import UInt8Input
+from gradvis_export.apps import cli
+from gradvis_export.core.preprocess import UInt8Input
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),

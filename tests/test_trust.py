@@ -264,15 +264,17 @@ def rewrite_metadata(path: Path, change) -> None:
 
 @pytest.mark.parametrize(("fmt", "backend"), PICKLED)
 def test_wrong_metadata_in_a_sound_archive_is_refused(tmp_path, fmt, backend):
-    """The archive is intact, its metadata is not: the check of the fields `run` relies on
-    refuses it, on every backend, before any run."""
+    """The archive is intact, its contract is not: the contract check refuses it, on every
+    backend, before any run."""
     path = copy_into(private_dir(tmp_path, "mine"), fmt)
     rewrite_metadata(path, lambda text: text)  # rezipped, unchanged: still loads
     assert_matches_eager(gradvis_runtime.load(path, backend=backend), f"{fmt} rezipped")
     rewrite_metadata(path, lambda text: text.replace('"float32"', '"float33"'))
-    # Python: "has damaged gradvis metadata: input 'input' has the unknown dtype 'float33'";
-    # the C++ library: "the artifact's metadata names an unsupported dtype 'float33'"
-    with pytest.raises(ValueError, match=r"metadata.*dtype 'float33'.*export it again"):
+    # Python and the C++ library alike: "...: the gradvis contract's field 'inputs[0].dtype'
+    # is 'float33', not one of float32, ...; export the artifact again with gradvis_export"
+    with pytest.raises(
+        ValueError, match=r"contract's field 'inputs\[0\]\.dtype' is 'float33'.*export"
+    ):
         gradvis_runtime.load(path, backend=backend)
     rewrite_metadata(path, lambda text: text[: len(text) // 2])
     with pytest.raises(ValueError, match=r"(metadata|JSON).*export it again"):
@@ -281,7 +283,7 @@ def test_wrong_metadata_in_a_sound_archive_is_refused(tmp_path, fmt, backend):
 
 def test_cli_refuses_an_untrusted_artifact_in_one_line(tmp_path, capsys):
     """The command line turns the refusal into its one-line error and exit code 2."""
-    from gradvis_export import cli
+    from gradvis_export.apps import cli
 
     shared = private_dir(tmp_path, "shared")
     path = copy_into(shared, "torchscript")

@@ -28,18 +28,18 @@ from videos import decode, encode
 
 import gradvis_export as gv
 import gradvis_runtime
-from gradvis_export import cli, models
-from gradvis_export.errors import InputError, VideoError
-from gradvis_export.preprocess import UInt8Input
-from gradvis_export.video.clips import FrameAverager, SlidingClips
-from gradvis_export.video.overlay import (
+from gradvis_export.apps import cli, models
+from gradvis_export.apps.video.clips import FrameAverager, SlidingClips
+from gradvis_export.apps.video.overlay import (
     draw_boxes_yuv420,
     frame_boxes,
     overlay,
     overlay_yuv420,
     upsample_map,
 )
-from gradvis_export.video.pipeline import VideoOptions, explain_video
+from gradvis_export.apps.video.pipeline import VideoOptions, explain_video
+from gradvis_export.core.preprocess import UInt8Input
+from gradvis_export.errors import InputError, VideoError
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::FutureWarning"),
@@ -711,7 +711,7 @@ def test_failure_keeps_an_existing_output_intact(video_97, tmp_path):
 
 def test_render_thread_failure_is_raised_and_leaves_no_output(video_97, tmp_path, monkeypatch):
     """An error while rendering (on the render thread) stops the job with that error."""
-    from gradvis_export.video import pipeline
+    from gradvis_export.apps.video import pipeline
 
     calls = []
 
@@ -736,7 +736,7 @@ def test_render_thread_failure_is_raised_and_leaves_no_output(video_97, tmp_path
 
 
 def test_ordered_worker_runs_in_order_and_reraises():
-    from gradvis_export.video.worker import OrderedWorker
+    from gradvis_export.apps.video.worker import OrderedWorker
 
     seen = []
     with OrderedWorker(depth=2) as worker:
@@ -758,7 +758,7 @@ def test_ordered_worker_runs_in_order_and_reraises():
 
 
 def test_in_order_pool_returns_results_in_order_bounded_and_reraises():
-    from gradvis_export.video.worker import InOrderPool
+    from gradvis_export.apps.video.worker import InOrderPool
 
     lock, running, most = threading.Lock(), [0], [0]
 
@@ -805,7 +805,7 @@ def test_in_order_pool_returns_results_in_order_bounded_and_reraises():
 
 
 def test_prefetch_keeps_order_errors_and_stops_early():
-    from gradvis_export.video.worker import Prefetch
+    from gradvis_export.apps.video.worker import Prefetch
 
     assert list(Prefetch(iter(range(100)), depth=3)) == list(range(100))
 
@@ -854,7 +854,7 @@ def test_artifact_backend_stops_onnxruntime_spinning(uint8_artifact, monkeypatch
     cores the decode and render threads need); spin=True keeps onnxruntime's default."""
     import onnxruntime as ort
 
-    from gradvis_export.video.backends import ArtifactBackend
+    from gradvis_export.apps.video.backends import ArtifactBackend
 
     seen = []
     real = ort.InferenceSession
@@ -964,9 +964,10 @@ def test_cli_info(uint8_artifact, capsys):
     assert "output  logits" in text and "output  heatmap" in text
     assert cli.main(["info", str(path), "--json"]) == 0
     meta = json.loads(capsys.readouterr().out)
-    assert meta["input_specs"]["input"]["dtype"] == "uint8"
-    assert meta["input_shape"] == ["B", 4, 64, 64, 3]
-    assert meta["backend"] == "onnxruntime"
+    assert meta.pop("backend") == "onnxruntime"
+    spec = gradvis_runtime.ArtifactSpec.from_dict(meta)  # --json prints the whole contract
+    assert spec.input("input").dtype == "uint8" and spec.layout == "BTHWC"
+    assert spec.map_spec.shape == ("B", 4, 64, 64, 3)
 
 
 def test_cli_unknown_model_names_closest(video_97, tmp_path, capsys):
@@ -1026,8 +1027,11 @@ def test_cli_export_uint8_with_overlay_runs_like_eager(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert cli.main(["info", str(out), "--json"]) == 0
     meta = json.loads(capsys.readouterr().out)
-    assert meta["outputs"] == ["logits", "heatmap", "overlay"]
-    assert meta["input_specs"]["input"]["dtype"] == "uint8"
+    meta.pop("backend")
+    spec = gradvis_runtime.ArtifactSpec.from_dict(meta)
+    assert spec.output_names == ["logits", "heatmap", "overlay"]
+    assert spec.input("input").dtype == "uint8"
+    assert spec.output_names[2] == "overlay" and spec.outputs[2].dtype == "uint8"
     # the same random-init model (seed 0) in eager with float preprocessing
     eager = gv.GradCAM(models.build("x3d_xs", 3, 4, 32), "blocks.4")
     runtime = gradvis_runtime.load(out)

@@ -64,7 +64,7 @@ def test_vit_layer_matches_pytorch_grad_cam(vit, ours, theirs):
 
 
 def test_open_clip_tower_layer(vit):
-    from gradvis_export.clip import TINY_CLIP_CONFIG, build_clip
+    from gradvis_export.apps.clip import TINY_CLIP_CONFIG, build_clip
 
     vision = {**TINY_CLIP_CONFIG["vision_cfg"], "image_size": 60, "patch_size": 15}
     visual = build_clip({**TINY_CLIP_CONFIG, "vision_cfg": vision}).visual
@@ -112,7 +112,7 @@ def test_vit_gradcam_export(vit, tmp_path, fmt):
 
 
 def test_token_errors(vit):
-    with pytest.raises(gv.LayerError, match="reshape=gradvis_export.tokens.TokenGrid"):
+    with pytest.raises(gv.LayerError, match="reshape=gradvis_export.core.tokens.TokenGrid"):
         gv.GradCAM(vit, LAYER)(make_input(1, seed=5))
     with pytest.raises(gv.LayerError, match="not a square grid"):
         gv.GradCAM(vit, LAYER, reshape=gv.TokenGrid(prefix=2))(make_input(1, seed=5))

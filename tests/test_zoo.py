@@ -1,7 +1,7 @@
 """Model-zoo compatibility matrix: torchvision classifiers and pytorchvideo models.
 
 Each architecture (tests/zoo_models.py: seeded random init, small inputs) is explained with
-the default target layer (`gradvis_export.layers.default_layer`; the layer the rule must give
+the default target layer (`gradvis_export.core.layers.default_layer`; the layer the rule must give
 is written in the zoo by hand), and checked against the independent references of
 tests/zoo_checks.py (plain autograd Grad-CAM, guided backprop through a TorchFunctionMode).
 Exports go to ONNX (onnxruntime) and TorchScript from a batch-2 example and are compared with
@@ -38,7 +38,7 @@ from zoo_checks import (
 from zoo_models import ZOO, make_inputs
 
 import gradvis_export as gv
-from gradvis_export.layers import default_layer
+from gradvis_export.core.layers import default_layer
 
 torch.set_num_threads(int(os.environ.get("GRADVIS_TEST_THREADS", "1")))
 
@@ -70,7 +70,7 @@ def test_fast_subset(name, tmp_path):
     for method in METHODS:
         spread = check_eager(entry, model, explainer_for(method, model), method)
         assert_non_trivial(spread, f"{name} {method}")
-    explainer = explainer_for("guided_gradcam", model)
+    explainer = explainer_for("guided-gradcam", model)
     for fmt in ("onnx", "torchscript"):
         check_export(entry, explainer, fmt, tmp_path, check=False)
 
@@ -115,13 +115,13 @@ def test_explicit_layer_is_kept():
     explainer = gv.GradCAM(model, "layer3")
     explainer(make_inputs(entry, 1, seed=0))
     assert [name for name, _ in explainer.layers] == ["layer3"]
-    assert explainer.metadata()["default_layer"] is False
+    assert explainer.options()["default_layer"] is False
 
 
 def test_default_layer_before_the_first_call_is_a_clear_error():
     explainer = gv.GradCAM(ZOO["resnet18"].build())
     with pytest.raises(gv.LayerError, match="chosen on the first eager call"):
-        explainer.metadata()
+        _ = explainer.target_layers
 
 
 # ----------------------------------------------------------------------- multi-input
@@ -169,20 +169,21 @@ def test_multi_input_errors_name_the_fix(slowfast):
 
 
 def test_multi_input_export_metadata(slowfast, tmp_path):
-    import json
-
     import onnx
+
+    from gradvis_runtime import ArtifactSpec
 
     entry, model = slowfast
     path = gv.export(gv.GradCAM(model), make_inputs(entry, 2, seed=7), tmp_path / "sf.onnx")
     proto = onnx.load(str(path))
     assert [i.name for i in proto.graph.input] == ["input_0", "input_1", "target"]
-    meta = json.loads({p.key: p.value for p in proto.metadata_props}["gradvis"])
-    assert meta["inputs"] == ["input_0", "input_1", "target"]
-    assert meta["map_input"] == "input_1"
-    assert meta["input_shape"] == ["B", 3, 8, 64, 64] and meta["clip_len"] == 8
-    assert meta["input_specs"]["input_0"]["shape"] == ["B", 3, 2, 64, 64]
-    assert meta["target_layer"] == ["blocks.4"] and meta["default_layer"] is True
+    spec = ArtifactSpec.from_json({p.key: p.value for p in proto.metadata_props}["gradvis"])
+    assert spec.input_names == ["input_0", "input_1", "target"]
+    assert [s.role for s in spec.inputs] == ["data", "data", "target"]
+    assert spec.map_input == "input_1"
+    assert spec.map_spec.shape == ("B", 3, 8, 64, 64) and spec.clip_len == 8
+    assert spec.input("input_0").shape == ("B", 3, 2, 64, 64)
+    assert spec.layers == ("blocks.4",) and spec.options["default_layer"] is True
 
 
 def test_mismatch_is_reported():

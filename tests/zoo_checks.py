@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from guided_reference import GuidedActivation, GuidedMode
 from zoo_models import ZooModel, make_inputs
 
-METHODS = ("gradcam", "guided", "guided_gradcam")
+#: the registry's gradient methods the zoo covers on every model (gv.METHODS names)
+METHODS = ("gradcam", "guided", "guided-gradcam")
 FORMATS = ("onnx", "torchscript")
 EXPORT_BATCH, CHECK_BATCHES = 2, (1, 3)
 
@@ -185,11 +186,8 @@ def explainer_for(method: str, model, pathway=None):
     activation (activations='all'), for ReLU-only nets that is Springenberg's rule."""
     import gradvis_export as gv
 
-    if method == "gradcam":
-        return gv.GradCAM(model, pathway=pathway)
-    if method == "guided":
-        return gv.GuidedBackprop(model, activations="all", pathway=pathway)
-    return gv.GuidedGradCAM(model, activations="all", pathway=pathway)
+    guided = gv.METHODS[method].takes_activations
+    return gv.make_explainer(method, model, activations="all" if guided else None, pathway=pathway)
 
 
 def targets_for(batch: int) -> torch.Tensor:
@@ -218,21 +216,16 @@ def check_eager(entry: ZooModel, model, explainer, method: str, seed: int = 11) 
     return spread
 
 
-def run_artifact(path: Path, fmt: str, names: list[str], feeds: list[np.ndarray]) -> list:
-    if fmt == "onnx":
-        import onnxruntime as ort
+def run_artifact(path: Path, names: list[str], feeds: list[np.ndarray]) -> list:
+    """The artifact through gradvis_runtime (onnxruntime on one thread, or TorchScript), fed in
+    graph order."""
+    import gradvis_runtime
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        found = [i.name for i in session.get_inputs()]
-        if found != names:
-            raise Mismatch(f"the ONNX inputs are {found}, expected {names}")
-        return session.run(None, dict(zip(names, feeds)))
-    module = torch.jit.load(str(path))
-    with torch.inference_mode():
-        return [o.numpy() for o in module(*(torch.from_numpy(f) for f in feeds))]
+    runtime = gradvis_runtime.load(path, providers=["CPUExecutionProvider"], threads=1)
+    if runtime.input_names != names:
+        raise Mismatch(f"the artifact's inputs are {runtime.input_names}, expected {names}")
+    outputs = runtime.run(**dict(zip(names, feeds)))
+    return [outputs[name] for name in runtime.output_names]
 
 
 def input_names(entry: ZooModel) -> list[str]:
@@ -258,7 +251,7 @@ def check_export(
         target = targets_for(batch)
         want = explainer(x, target)
         feeds = [t.numpy() for t in _inputs(x)] + [target.numpy()]
-        got = run_artifact(path, fmt, input_names(entry), feeds)
+        got = run_artifact(path, input_names(entry), feeds)
         if len(got) != len(want):
             raise Mismatch(f"{fmt}: {len(got)} outputs, eager has {len(want)}")
         for name, g, w in zip(want._fields, got, want):

@@ -8,7 +8,7 @@ model class is built with fewer or narrower blocks, which changes sizes, not ope
 `note` of an entry says what was changed.
 
 `layer` is the layer the documented default-layer rule must pick (worked out by hand from the
-architecture's forward, see `gradvis_export.layers.default_layer`); `fast` marks the rows CI
+architecture's forward, see `gradvis_export.core.layers.default_layer`); `fast` marks the rows CI
 runs without `--zoo`.
 """
 

@@ -4,9 +4,9 @@
 //   gradvis_explain ARTIFACT FRAMES.raw HEATMAPS.raw [--target N] [--threads N]
 //   gradvis_explain ARTIFACT VIDEO HEATMAPS.raw [--stride N] [--batch N] [--mean M --std S] ...
 //
-// FRAMES.raw (or .bin) holds the input's bytes, C order, in the artifact's dtype and layout (e.g.
-// float32 (B, 3, T, H, W), or uint8 (B, T, H, W, 3) for an artifact with in-graph
-// preprocessing); B follows from the file size.  Any other file is read as a video through
+// The artifact has one data input.  FRAMES.raw (or .bin) holds its bytes, C order, in its
+// dtype and layout (e.g. float32 (B, 3, T, H, W), or uint8 (B, T, H, W, 3) for an artifact with
+// in-graph preprocessing); B follows from the file size.  Any other file is read as a video through
 // OpenCV (when the program was built with it): frames resized to the artifact's size (area
 // interpolation), cut into clips of the artifact's length, a new clip every --stride frames
 // (default: the clip length), the last clip ending on the last frame (a video shorter than a
@@ -91,9 +91,8 @@ at::Tensor read_frames(const std::string& path, const gradvis::InputSpec& spec) 
 }
 
 // (B, T, H, W, 3) uint8 RGB clips -> the artifact's input (its layout and dtype)
-at::Tensor to_input(const at::Tensor& clips, const gradvis::Metadata& meta,
+at::Tensor to_input(const at::Tensor& clips, const std::string& layout,
                     const VideoOptions& options) {
-  const std::string& layout = meta.input_layout;
   bool image = layout == "BHWC" || layout == "BCHW";
   at::Tensor x = image ? clips.squeeze(1) : clips;
   if (layout == "BTHWC" || layout == "BHWC") return x.contiguous();
@@ -189,7 +188,12 @@ int main(int argc, char** argv) {
       }
     }
     gradvis::Explainer explainer(artifact, options);
-    const auto& meta = explainer.metadata();
+    const gradvis::ArtifactSpec& spec = explainer.spec();
+    if (spec.data_inputs().size() != 1)
+      throw gradvis::InputError("gradvis_explain runs artifacts with one data input; '" +
+                                artifact + "' takes " +
+                                std::to_string(spec.data_inputs().size()) +
+                                " (run it through gradvis::Explainer::run with a vector of them)");
     std::ofstream file(out_path + ".tmp", std::ios::binary);
     std::vector<int64_t> shape;  // of all the heatmaps written
     int64_t samples = 0;
@@ -201,7 +205,7 @@ int main(int argc, char** argv) {
       file.write(static_cast<const char*>(heatmap.data_ptr()),
                  static_cast<std::streamsize>(heatmap.nbytes()));
       shape = heatmap.sizes().vec();
-      if (meta.outputs.front() == "logits") {
+      if (spec.outputs.front().name == "logits") {
         at::Tensor predicted = at::argmax(out["logits"], 1);
         for (int64_t i = 0; i < predicted.size(0); ++i) {
           std::cout << "sample " << samples + i;
@@ -212,23 +216,19 @@ int main(int argc, char** argv) {
       samples += input.size(0);
     };
     if (is_raw(frames_path)) {
-      run(read_frames(frames_path, meta.inputs.front()), {});
+      run(read_frames(frames_path, spec.map_spec()), {});
     } else {
 #ifdef GRADVIS_WITH_OPENCV
-      const std::vector<int64_t>& dims = meta.inputs.front().shape;
-      const std::string& layout = meta.input_layout;
-      int64_t length = 1, height = 0, width = 0;
-      if (layout == "BTHWC") length = dims[1], height = dims[2], width = dims[3];
-      else if (layout == "BCTHW") length = dims[2], height = dims[3], width = dims[4];
-      else if (layout == "BHWC") height = dims[1], width = dims[2];
-      else if (layout == "BCHW") height = dims[2], width = dims[3];
-      else
+      const auto frame = spec.frame_size();
+      if (!frame)
         throw gradvis::InputError("videos need an artifact that takes frames (BCTHW, BTHWC, "
-                                  "BCHW or BHWC); this one takes " + layout);
+                                  "BCHW or BHWC); this one's input '" + spec.map_input +
+                                  "' has no image layout");
+      const int64_t length = spec.clip_len().value_or(1);
       if (length == 1) video.stride = 1;  // an image model explains every frame
-      int64_t frames = read_video(frames_path, length, height, width, video,
+      int64_t frames = read_video(frames_path, length, frame->first, frame->second, video,
                                   [&](const at::Tensor& clips, const std::vector<int64_t>& s) {
-                                    run(to_input(clips, meta, video), s);
+                                    run(to_input(clips, spec.layout(), video), s);
                                   });
       std::cout << frames << " frames -> " << samples << (length > 1 ? " clips" : " frames")
                 << "\n";
@@ -243,7 +243,7 @@ int main(int argc, char** argv) {
     if (!file || std::rename((out_path + ".tmp").c_str(), out_path.c_str()) != 0)
       throw gradvis::Error("cannot write '" + out_path + "'");
     shape[0] = samples;
-    std::cout << meta.method << " heatmap " << c10::IntArrayRef(shape) << " float32 -> "
+    std::cout << spec.method << " heatmap " << c10::IntArrayRef(shape) << " float32 -> "
               << out_path << "\n";
   } catch (const gradvis::Error& error) {
     std::remove((out_path + ".tmp").c_str());

@@ -9,8 +9,7 @@ int main(int argc, char** argv) {
   if (argc < 2) return 2;
   try {
     gradvis::Explainer explainer(argv[1]);  // a .pt or .pt2 (or .onnx) from gv.export
-    const auto& spec = explainer.metadata().inputs.front();
-    std::vector<int64_t> shape = spec.shape;
+    std::vector<int64_t> shape = explainer.spec().map_spec().shape;  // {-1, 3, H, W} for BCHW
     shape[0] = 2;  // any batch size
     at::Tensor x = at::randn(shape);
     at::Tensor target = at::tensor({int64_t{3}, int64_t{-1}});  // class 3; argmax

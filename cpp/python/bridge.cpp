@@ -1,7 +1,8 @@
 // gradvis_runtime._cpp: the C++ library for Python.  NumPy arrays go in without a copy (when
 // C-contiguous) and come out without one (the array owns the output tensor); the GIL is
 // released while C++ runs; gradvis errors become Python exceptions with the same message
-// (InputError -> ValueError, FileError -> FileNotFoundError, Error -> RuntimeError).
+// (ContractError -> gradvis_runtime.contract.ContractError, a ValueError; InputError ->
+// ValueError, FileError -> FileNotFoundError, Error -> RuntimeError).
 #include <gradvis/gradvis.h>
 
 #include <ATen/ops/from_blob.h>
@@ -71,7 +72,7 @@ class PyExplainer {
     explainer_ = std::make_unique<gradvis::Explainer>(path, options);
   }
 
-  // All graph inputs, in the metadata's order -> the outputs, in the metadata's order.
+  // All graph inputs, in the contract's order -> the outputs, in the contract's order.
   py::list run(const std::vector<py::object>& inputs) const {
     std::vector<py::array> arrays;  // keeps the contiguous copies alive during the call
     std::vector<at::Tensor> tensors;
@@ -107,24 +108,35 @@ class PyExplainer {
     return times;
   }
 
-  // The C++ library's own parse of the metadata: (name, dtype, shape with -1 = batch, default).
+  // The C++ library's own parse of the contract's inputs: (name, role, dtype, shape with -1 =
+  // batch, layout or None, default or None).
   py::list input_specs() const {
     py::list specs;
-    for (const auto& spec : explainer_->metadata().inputs) {
+    for (const auto& spec : explainer_->spec().inputs) {
+      py::object layout = spec.layout.empty() ? py::object(py::none()) : py::str(spec.layout);
       py::object fallback = spec.has_default ? py::object(py::float_(spec.default_value))
                                              : py::object(py::none());
-      specs.append(py::make_tuple(spec.name, std::string(py::str(numpy_dtype(spec.dtype))),
-                                  spec.shape, fallback));
+      specs.append(
+          py::make_tuple(spec.name, spec.role, spec.dtype_name, spec.shape, layout, fallback));
     }
     return specs;
   }
 
-  std::string metadata_json() const { return explainer_->metadata().json; }
+  std::string metadata_json() const { return explainer_->spec().json; }
   std::string path() const { return explainer_->path(); }
 
  private:
   std::unique_ptr<gradvis::Explainer> explainer_;
 };
+
+// gradvis_runtime.contract.ContractError (ValueError should the package not import).
+py::object contract_error_type() {
+  try {
+    return py::module_::import("gradvis_runtime.contract").attr("ContractError");
+  } catch (const py::error_already_set&) {
+    return py::reinterpret_borrow<py::object>(PyExc_ValueError);
+  }
+}
 
 }  // namespace
 
@@ -133,18 +145,20 @@ PYBIND11_MODULE(_cpp, m) {
   py::register_exception_translator([](std::exception_ptr error) {
     try {
       if (error) std::rethrow_exception(error);
+    } catch (const gradvis::ContractError& e) {
+      py::set_error(contract_error_type(), e.what());
     } catch (const gradvis::InputError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
+      py::set_error(PyExc_ValueError, e.what());
     } catch (const gradvis::FileError& e) {
-      PyErr_SetString(PyExc_FileNotFoundError, e.what());
+      py::set_error(PyExc_FileNotFoundError, e.what());
     } catch (const gradvis::Error& e) {
-      PyErr_SetString(PyExc_RuntimeError, e.what());
+      py::set_error(PyExc_RuntimeError, e.what());
     }
   });
   py::class_<PyExplainer>(m, "Explainer")
       .def(py::init<const std::string&, int>(), py::arg("path"), py::arg("num_threads") = 0)
       .def("run", &PyExplainer::run, py::arg("inputs"),
-           "Run with every graph input (NumPy arrays, metadata order); returns the outputs.")
+           "Run with every graph input (NumPy arrays, contract order); returns the outputs.")
       .def("benchmark", &PyExplainer::benchmark, py::arg("inputs"), py::arg("repeats") = 1,
            "Milliseconds per C++ call, timed inside C++ (inputs: C-contiguous arrays).")
       .def_property_readonly("metadata_json", &PyExplainer::metadata_json)

@@ -1,6 +1,6 @@
 // gradvis::Explainer: loads a TorchScript, AOTInductor or (when built with ONNX Runtime) ONNX
-// artifact with its metadata, checks every run's inputs against that metadata and runs the
-// graph under c10::InferenceMode.
+// artifact and its contract (contract.cpp), checks every run's inputs against the contract and
+// runs the graph under c10::InferenceMode.
 #include "gradvis/gradvis.h"
 
 #include <ATen/Parallel.h>
@@ -14,7 +14,6 @@
 #include <fstream>
 #include <sstream>
 
-#include "json.h"
 #ifdef GRADVIS_WITH_ONNXRUNTIME
 #include "onnx_session.h"
 #endif
@@ -27,8 +26,6 @@ namespace gradvis {
 
 namespace {
 
-constexpr const char* kMetadataKey = "gradvis";
-
 std::string lower_suffix(const std::string& path) {
   auto slash = path.find_last_of("/\\");
   auto dot = path.find_last_of('.');
@@ -37,17 +34,6 @@ std::string lower_suffix(const std::string& path) {
   std::transform(suffix.begin(), suffix.end(), suffix.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return suffix;
-}
-
-c10::ScalarType dtype_of(const std::string& name) {
-  if (name == "float32") return c10::ScalarType::Float;
-  if (name == "float16") return c10::ScalarType::Half;
-  if (name == "float64") return c10::ScalarType::Double;
-  if (name == "int64") return c10::ScalarType::Long;
-  if (name == "int32") return c10::ScalarType::Int;
-  if (name == "uint8") return c10::ScalarType::Byte;
-  if (name == "bool") return c10::ScalarType::Bool;
-  throw Error("the artifact's metadata names an unsupported dtype '" + name + "'");
 }
 
 std::string shape_text(c10::IntArrayRef shape) {
@@ -75,70 +61,29 @@ std::string short_message(const std::exception& error) {
   return newline == std::string::npos ? text : text.substr(0, newline);
 }
 
-Metadata parse_metadata(const std::string& text, const std::string& path) {
-  json::Value root;
-  try {
-    root = json::parse(text);
-  } catch (const std::exception& error) {
-    throw Error("the gradvis metadata of '" + path + "' is unreadable (" + error.what() +
-                "); export the artifact again with gradvis_export");
-  }
-  Metadata meta;
-  meta.json = text;
-  meta.method = root["method"].str();
-  meta.format = root["format"].str();
-  meta.input_layout = root["input_layout"].str();
-  meta.gradvis_version = root["gradvis_version"].str();
-  for (const auto& name : root["outputs"].array) meta.outputs.push_back(name.str());
-  const json::Value& specs = root["input_specs"];
-  for (const auto& name_value : root["inputs"].array) {
-    InputSpec spec;
-    spec.name = name_value.str();
-    const json::Value& entry = specs[spec.name];
-    if (entry.is_null())
-      throw Error("the metadata of '" + path + "' has no spec for its input '" + spec.name +
-                  "'; export the artifact again with gradvis_export");
-    spec.dtype = dtype_of(entry["dtype"].str("float32"));
-    for (const auto& dim : entry["shape"].array)
-      spec.shape.push_back(dim.kind == json::Value::Kind::Number
-                               ? static_cast<int64_t>(dim.number)
-                               : -1);  // "B"
-    const json::Value& fallback = entry["default"];
-    if (fallback.kind == json::Value::Kind::Number || fallback.kind == json::Value::Kind::Bool) {
-      spec.has_default = true;
-      spec.default_value = fallback.kind == json::Value::Kind::Bool ? fallback.boolean
-                                                                     : fallback.number;
-    }
-    spec.doc = entry["doc"].str();
-    meta.inputs.push_back(std::move(spec));
-  }
-  if (meta.inputs.empty() || meta.inputs.front().name != "input" || meta.outputs.empty())
-    throw Error("the metadata of '" + path +
-                "' lists no inputs or outputs; export the artifact again with gradvis_export");
-  return meta;
+std::string joined(const std::vector<std::string>& names) {
+  std::string text;
+  for (const auto& name : names) text += (text.empty() ? "" : ", ") + name;
+  return text;
+}
+
+std::vector<std::string> names_of(const std::vector<InputSpec>& specs) {
+  std::vector<std::string> names;
+  for (const auto& spec : specs) names.push_back(spec.name);
+  return names;
 }
 
 }  // namespace
 
-const InputSpec& Metadata::input(const std::string& name) const {
-  for (const auto& spec : inputs)
-    if (spec.name == name) return spec;
-  std::string names;
-  for (const auto& spec : inputs) names += (names.empty() ? "" : ", ") + spec.name;
-  throw InputError("this artifact has no input '" + name + "'; its inputs are " + names);
-}
-
 const at::Tensor& Outputs::operator[](const std::string& name) const {
   for (std::size_t i = 0; i < names.size(); ++i)
     if (names[i] == name) return tensors[i];
-  std::string known;
-  for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
-  throw Error("no output named '" + name + "'; the outputs are " + known);
+  throw Error("no output named '" + name + "'; the outputs are " + joined(names));
 }
 
 struct Explainer::Impl {
   std::string path;
-  Metadata metadata;
+  ArtifactSpec spec;
   // Exactly one is set.  All are safe for concurrent calls: TorchScript's graph executor
   // locks its own plan cache, AOTInductor's container hands each call a free runner, and
   // ONNX Runtime's Session::Run is thread-safe.
@@ -148,54 +93,102 @@ struct Explainer::Impl {
   std::unique_ptr<OnnxSession> onnx;
 #endif
 
-  at::Tensor check_input(const at::Tensor& x) const;
-  at::Tensor check_extra(const InputSpec& spec, const at::Tensor& value, int64_t batch) const;
+  at::Tensor check_data(const InputSpec& input, const at::Tensor& x, bool named) const;
+  at::Tensor check_target(const InputSpec& input, const at::Tensor& value, int64_t batch) const;
+  Outputs run(const std::vector<at::Tensor>& data,
+              const std::map<std::string, at::Tensor>& targets) const;
   std::vector<at::Tensor> call(std::vector<at::Tensor> inputs) const;
 };
 
-at::Tensor Explainer::Impl::check_input(const at::Tensor& x) const {
-  const InputSpec& spec = metadata.inputs.front();
-  if (!x.defined()) throw InputError("the input tensor is undefined");
-  if (x.scalar_type() != spec.dtype)
-    throw InputError(std::string("the input has dtype ") + c10::toString(x.scalar_type()) +
-                     "; this artifact takes " + c10::toString(spec.dtype) +
-                     " (convert with .to(" + c10::toString(spec.dtype) + "))");
-  bool same = x.dim() == static_cast<int64_t>(spec.shape.size());
-  for (std::size_t i = 1; same && i < spec.shape.size(); ++i) same = x.size(i) == spec.shape[i];
+// `named`: the artifact has several data inputs, so the messages say which one.
+at::Tensor Explainer::Impl::check_data(const InputSpec& input, const at::Tensor& x,
+                                       bool named) const {
+  const std::string what = named ? "the input '" + input.name + "'" : "the input";
+  if (!x.defined()) throw InputError(what + " is undefined");
+  if (x.scalar_type() != input.dtype)
+    throw InputError(what + " has dtype " + c10::toString(x.scalar_type()) +
+                     "; this artifact takes " + c10::toString(input.dtype) + " (convert with .to(" +
+                     c10::toString(input.dtype) + "))");
+  bool same = x.dim() == static_cast<int64_t>(input.shape.size());
+  for (std::size_t i = 1; same && i < input.shape.size(); ++i) same = x.size(i) == input.shape[i];
   if (!same)
-    throw InputError("the input has shape " + shape_text(x.sizes()) + "; this artifact takes " +
-                     spec_shape_text(spec.shape) + " (" + metadata.input_layout +
-                     ", B = any batch size)");
-  if (x.size(0) < 1) throw InputError("the input has batch size 0; pass at least one sample");
+    throw InputError(what + " has shape " + shape_text(x.sizes()) + "; this artifact takes " +
+                     spec_shape_text(input.shape) + " (" +
+                     (input.layout.empty() ? "" : input.layout + ", ") + "B = any batch size)");
+  if (x.size(0) < 1) throw InputError(what + " has batch size 0; pass at least one sample");
   if (!x.device().is_cpu())
-    throw InputError("the input is on " + x.device().str() + "; these artifacts run on the CPU");
+    throw InputError(what + " is on " + x.device().str() + "; these artifacts run on the CPU");
   return x.contiguous();
 }
 
-at::Tensor Explainer::Impl::check_extra(const InputSpec& spec, const at::Tensor& value,
-                                        int64_t batch) const {
-  std::vector<int64_t> shape = spec.shape;
-  if (!shape.empty()) shape[0] = batch;
+at::Tensor Explainer::Impl::check_target(const InputSpec& input, const at::Tensor& value,
+                                         int64_t batch) const {
+  std::vector<int64_t> shape = input.shape;
+  shape[0] = batch;
   if (!value.defined()) {
-    if (!spec.has_default)
-      throw InputError("this artifact needs the input '" + spec.name + "': " + spec.doc);
-    return at::full(shape, spec.default_value, at::TensorOptions().dtype(spec.dtype));
+    if (!input.has_default)
+      throw InputError("this artifact needs the input '" + input.name + "': " + input.doc);
+    return at::full(shape, input.default_value, at::TensorOptions().dtype(input.dtype));
   }
-  bool spec_integral = c10::isIntegralType(spec.dtype, /*includeBool=*/true);
-  if (spec_integral && c10::isFloatingType(value.scalar_type()))
-    throw InputError("'" + spec.name + "' must hold integers (" + c10::toString(spec.dtype) +
-                     "), got " + c10::toString(value.scalar_type()));
-  if (!spec_integral && !c10::isFloatingType(value.scalar_type()))
-    throw InputError("'" + spec.name + "' must be floating point (" + c10::toString(spec.dtype) +
+  bool integral = c10::isIntegralType(input.dtype, /*includeBool=*/true);
+  if (integral && c10::isFloatingType(value.scalar_type()))
+    throw InputError("'" + input.name + "' must hold integers (" + input.dtype_name + "), got " +
+                     c10::toString(value.scalar_type()));
+  if (!integral && !c10::isFloatingType(value.scalar_type()))
+    throw InputError("'" + input.name + "' must be floating point (" + input.dtype_name +
                      "), got " + c10::toString(value.scalar_type()));
   if (value.sizes() != c10::IntArrayRef(shape))
-    throw InputError("'" + spec.name + "' has shape " + shape_text(value.sizes()) +
+    throw InputError("'" + input.name + "' has shape " + shape_text(value.sizes()) +
                      "; expected " + shape_text(shape) +
-                     (spec.name == "target" ? " (one class per sample, -1 = argmax)" : ""));
+                     (input.name == "target" ? " (one class per sample, -1 = argmax)" : ""));
   if (!value.device().is_cpu())
-    throw InputError("'" + spec.name + "' is on " + value.device().str() +
+    throw InputError("'" + input.name + "' is on " + value.device().str() +
                      "; these artifacts run on the CPU");
-  return value.to(spec.dtype).contiguous();
+  return value.to(input.dtype).contiguous();
+}
+
+// The graph's inputs in contract order: `data` checked against the data inputs, the target
+// inputs from `targets` or their defaults.
+Outputs Explainer::Impl::run(const std::vector<at::Tensor>& data,
+                             const std::map<std::string, at::Tensor>& targets) const {
+  const std::vector<InputSpec> data_specs = spec.data_inputs();
+  if (data.size() != data_specs.size())
+    throw InputError("this artifact takes " + std::to_string(data_specs.size()) +
+                     " data input(s) (" + joined(names_of(data_specs)) + "); got a vector of " +
+                     std::to_string(data.size()));
+  for (const auto& entry : targets)
+    if (spec.input(entry.first).role == "data")  // throws on an unknown name
+      throw InputError("'" + entry.first +
+                       "' is a data input: pass it among the data tensors, not by name");
+  std::vector<at::Tensor> feeds(spec.inputs.size());
+  std::vector<std::pair<std::string, int64_t>> batches;
+  for (std::size_t i = 0, k = 0; i < spec.inputs.size(); ++i) {
+    if (spec.inputs[i].role != "data") continue;
+    feeds[i] = check_data(spec.inputs[i], data[k++], data_specs.size() > 1);
+    batches.emplace_back(spec.inputs[i].name, feeds[i].size(0));
+  }
+  const int64_t batch = batches.front().second;
+  for (const auto& entry : batches)
+    if (entry.second != batch) {
+      std::string sizes;
+      for (const auto& [name, size] : batches)
+        sizes += (sizes.empty() ? "'" : ", '") + name + "': " + std::to_string(size);
+      throw InputError("the data inputs have batch sizes {" + sizes +
+                       "}; every input holds the same samples, so the batch sizes must be equal");
+    }
+  for (std::size_t i = 0; i < spec.inputs.size(); ++i) {
+    if (spec.inputs[i].role == "data") continue;
+    auto found = targets.find(spec.inputs[i].name);
+    feeds[i] = check_target(spec.inputs[i], found == targets.end() ? at::Tensor() : found->second,
+                            batch);
+  }
+  Outputs outputs;
+  outputs.names = spec.output_names();
+  outputs.tensors = call(std::move(feeds));
+  if (outputs.tensors.size() != outputs.names.size())
+    throw Error("'" + path + "' returned " + std::to_string(outputs.tensors.size()) +
+                " outputs; its contract lists " + std::to_string(outputs.names.size()));
+  return outputs;
 }
 
 std::vector<at::Tensor> Explainer::Impl::call(std::vector<at::Tensor> inputs) const {
@@ -204,9 +197,7 @@ std::vector<at::Tensor> Explainer::Impl::call(std::vector<at::Tensor> inputs) co
     if (aoti) return aoti->run(inputs);
 #ifdef GRADVIS_WITH_ONNXRUNTIME
     if (onnx) {
-      std::vector<std::string> names;
-      for (const auto& spec : metadata.inputs) names.push_back(spec.name);
-      return onnx->run(names, inputs, metadata.outputs);
+      return onnx->run(names_of(spec.inputs), inputs, spec.output_names());
     }
 #endif
     std::vector<c10::IValue> args(inputs.begin(), inputs.end());
@@ -271,10 +262,7 @@ Explainer::Explainer(const std::string& path, const Options& options)
                                          : "a TorchScript module") +
                     ": " + short_message(error));
   }
-  if (text.empty())
-    throw Error("'" + path +
-                "' has no gradvis metadata; export it with gradvis_export (gv.export)");
-  impl_->metadata = parse_metadata(text, path);
+  impl_->spec = parse_contract(text, path);
 }
 
 Explainer::~Explainer() = default;
@@ -289,38 +277,39 @@ Outputs Explainer::run(const at::Tensor& input, const at::Tensor& target) const 
 
 Outputs Explainer::run(const at::Tensor& input,
                        const std::map<std::string, at::Tensor>& inputs) const {
-  const Metadata& meta = impl_->metadata;
-  for (const auto& [name, value] : inputs) {
-    if (name == "input")
-      throw InputError("pass the input as the first argument, not by the name 'input'");
-    meta.input(name);  // throws on an unknown name
+  const std::vector<InputSpec> data = impl_->spec.data_inputs();
+  if (data.size() > 1) {
+    const std::string names = joined(names_of(data));
+    throw InputError("this artifact takes " + std::to_string(data.size()) + " data inputs (" +
+                     names + "): pass a vector of them in that order, run({" + names +
+                     "}, ...)");
   }
-  std::vector<at::Tensor> feeds{impl_->check_input(input)};
-  for (std::size_t i = 1; i < meta.inputs.size(); ++i) {
-    auto found = inputs.find(meta.inputs[i].name);
-    at::Tensor value = found == inputs.end() ? at::Tensor() : found->second;
-    feeds.push_back(impl_->check_extra(meta.inputs[i], value, input.size(0)));
-  }
-  Outputs outputs;
-  outputs.names = meta.outputs;
-  outputs.tensors = impl_->call(std::move(feeds));
-  if (outputs.tensors.size() != outputs.names.size())
-    throw Error("'" + impl_->path + "' returned " + std::to_string(outputs.tensors.size()) +
-                " outputs; its metadata lists " + std::to_string(outputs.names.size()));
-  return outputs;
+  return impl_->run({input}, inputs);
+}
+
+Outputs Explainer::run(const std::vector<at::Tensor>& data,
+                       const std::map<std::string, at::Tensor>& inputs) const {
+  return impl_->run(data, inputs);
 }
 
 std::vector<at::Tensor> Explainer::run_positional(const std::vector<at::Tensor>& inputs) const {
-  const Metadata& meta = impl_->metadata;
-  if (inputs.size() != meta.inputs.size())
-    throw InputError("expected " + std::to_string(meta.inputs.size()) + " inputs, got " +
-                     std::to_string(inputs.size()));
-  std::map<std::string, at::Tensor> named;
-  for (std::size_t i = 1; i < inputs.size(); ++i) named[meta.inputs[i].name] = inputs[i];
-  return run(inputs.front(), named).tensors;
+  const ArtifactSpec& spec = impl_->spec;
+  if (inputs.size() != spec.inputs.size())
+    throw InputError("expected " + std::to_string(spec.inputs.size()) + " inputs, got " +
+                     std::to_string(inputs.size()) + " (the graph's inputs: " +
+                     joined(names_of(spec.inputs)) + ")");
+  std::vector<at::Tensor> data;
+  std::map<std::string, at::Tensor> targets;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (spec.inputs[i].role == "data")
+      data.push_back(inputs[i]);
+    else
+      targets[spec.inputs[i].name] = inputs[i];
+  }
+  return impl_->run(data, targets).tensors;
 }
 
-const Metadata& Explainer::metadata() const { return impl_->metadata; }
+const ArtifactSpec& Explainer::spec() const { return impl_->spec; }
 const std::string& Explainer::path() const { return impl_->path; }
 
 const char* version() { return GRADVIS_VERSION; }

@@ -8,23 +8,36 @@ Independent of `gradvis_export`.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from .backends import (
-    BACKENDS,
-    SUFFIXES,
-    aoti_backend,
-    cpp_backend,
-    onnxruntime_backend,
-    torchscript_backend,
+from gradvis_runtime.backends import BACKENDS, DEFAULT_BACKEND
+from gradvis_runtime.contract import (
+    CONTRACT_VERSION,
+    ArtifactSpec,
+    ContractError,
+    InputSpec,
+    OutputSpec,
+    Preprocess,
+    format_of_suffix,
 )
-from .explainer import Explainer
-from .streaming import ClipResult, stream
-from .trust import refuse_untrusted, untrusted_reason
+from gradvis_runtime.explainer import Explainer
+from gradvis_runtime.streaming import ClipResult, stream
+from gradvis_runtime.trust import refuse_untrusted, untrusted_reason
 
-__all__ = ["ClipResult", "Explainer", "load", "stream", "untrusted_reason"]
+__all__ = [
+    "CONTRACT_VERSION",
+    "ArtifactSpec",
+    "ClipResult",
+    "ContractError",
+    "Explainer",
+    "InputSpec",
+    "OutputSpec",
+    "Preprocess",
+    "load",
+    "stream",
+    "untrusted_reason",
+]
 
 
 def load(
@@ -53,87 +66,54 @@ def load(
 
     Errors: `FileNotFoundError` (no file), `PermissionError` (untrusted, above), `ImportError`
     (a backend's package is missing), `ValueError` (unknown backend, or a damaged / truncated
-    file or metadata: the message names the file and says to export it again)."""
+    file; `ContractError`, a ValueError, for a missing, newer or malformed contract: the
+    message names the file, the field and the fix)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no artifact at {str(path)!r}")
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    backend = backend or SUFFIXES.get(path.suffix.lower())
+    fmt = format_of_suffix(str(path))
+    backend = backend or DEFAULT_BACKEND.get(fmt)
+    if backend is None:
+        raise ValueError(
+            f"cannot tell the backend of {str(path)!r}; pass backend='onnxruntime', "
+            "'torchscript', 'aoti' or 'cpp'"
+        )
     if session_config and backend != "onnxruntime":
         raise ValueError(
             f"session_config holds onnxruntime settings; the {backend} backend has none "
             "(load an .onnx artifact, or drop session_config)"
         )
-    suffix = path.suffix.lower()  # the C++ library refuses .onnx files without opening them
-    if not trust and (backend in ("torchscript", "aoti") or backend == "cpp" and suffix != ".onnx"):
-        kind = "aoti" if backend == "aoti" or suffix == ".pt2" else "torchscript"
-        refuse_untrusted(path, kind)
+    if not trust and (backend in ("torchscript", "aoti") or backend == "cpp" and fmt != "onnx"):
+        refuse_untrusted(path, "aoti" if fmt == "aoti" or backend == "aoti" else "torchscript")
     try:
-        metadata, run = _open(path, backend, providers, threads, session_config)
-    except (ImportError, FileNotFoundError):
+        record, run = _open(path, backend, providers, threads, session_config)
+    except (ImportError, FileNotFoundError, ValueError):  # ours: they name file and fix
         raise
-    except ValueError as error:
-        if not isinstance(error, json.JSONDecodeError):
-            raise
-        raise ValueError(
-            f"{str(path)!r} has damaged gradvis metadata ({error}); export it again"
-        ) from None
     except Exception as error:  # the backend could not parse the file
-        raise ValueError(
-            f"{str(path)!r} is not a valid {backend} artifact ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:200] if str(error) else 'unreadable'}); the file is "
-            "damaged or truncated: export it again"
-        ) from None
-    problem = metadata_problem(metadata)
-    if problem:
-        raise ValueError(f"{str(path)!r} has damaged gradvis metadata: {problem}; export it again")
-    return Explainer(path, backend, metadata, run)
+        raise _damaged(path, backend, error) from None
+    spec = ArtifactSpec.from_json(record, where=str(path))
+    return Explainer(path, backend, spec, run)
 
 
-def metadata_problem(metadata: object) -> str | None:
-    """What is wrong with an artifact's metadata, in the fields `run` relies on (None: fine)."""
-    import numpy as np
-
-    if not isinstance(metadata, dict):
-        return "not a JSON object"
-    for key in ("inputs", "outputs"):
-        names = metadata.get(key, [])
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            return f"{key!r} is not a list of names"
-    shape = metadata.get("input_shape")
-    if shape is not None and (
-        not isinstance(shape, list) or not all(isinstance(d, (int, str)) for d in shape)
-    ):
-        return "'input_shape' is not a list of sizes"
-    specs = metadata.get("input_specs", {})
-    if not isinstance(specs, dict) or not all(isinstance(v, dict) for v in specs.values()):
-        return "'input_specs' is not a mapping of input name -> spec"
-    for name, spec in specs.items():
-        try:
-            np.dtype(spec.get("dtype", "float32"))
-        except TypeError:
-            return f"input {name!r} has the unknown dtype {spec.get('dtype')!r}"
-        if not isinstance(spec.get("shape", []), list):
-            return f"input {name!r} has a shape that is not a list"
-        default = spec.get("default")
-        if default is not None and not isinstance(default, (int, float)):
-            return f"input {name!r} has a default that is not a number"
-    return None
+def _damaged(path: Path, backend: str, error: BaseException) -> ValueError:
+    return ValueError(
+        f"{str(path)!r} is not a valid {backend} artifact ({type(error).__name__}: "
+        f"{str(error).splitlines()[0][:200] if str(error) else 'unreadable'}); the file is "
+        "damaged or truncated: export it again"
+    )
 
 
-def _open(path: Path, backend: str | None, providers, threads, session_config=None):
+def _open(path: Path, backend: str, providers, threads, session_config=None):
     if backend == "onnxruntime":
-        metadata, run = onnxruntime_backend(path, providers, threads, session_config)
-    elif backend == "torchscript":
-        metadata, run = torchscript_backend(path, threads)
-    elif backend == "aoti":
-        metadata, run = aoti_backend(path, threads)
-    elif backend == "cpp":
-        metadata, run = cpp_backend(path, threads)
-    else:
-        raise ValueError(
-            f"cannot tell the backend of {str(path)!r}; pass backend='onnxruntime', "
-            "'torchscript', 'aoti' or 'cpp'"
-        )
-    return metadata, run
+        from gradvis_runtime.backends.onnxruntime import open_onnx
+
+        return open_onnx(path, providers, threads, session_config)
+    from gradvis_runtime.backends import libtorch
+
+    if backend == "torchscript":
+        return libtorch.open_torchscript(path, threads)
+    if backend == "aoti":
+        return libtorch.open_aoti(path, threads)
+    return libtorch.open_cpp(path, threads)

@@ -2,7 +2,8 @@
 
 Frames are RGB uint8 `(H, W, 3)` at the artifact's size.  A uint8 artifact (exported with
 in-graph preprocessing) takes them as they are; a float artifact gets `/255`, then the
-metadata's `mean` / `std` if it has them.  Memory holds one clip, whatever the video's length.
+contract's `preprocess.mean` / `std` if it has them.  Memory holds one clip, whatever the
+video's length.
 """
 
 from __future__ import annotations
@@ -65,18 +66,16 @@ def read_video(path: str | os.PathLike) -> Iterator[np.ndarray]:
 
 def _clip_input(explainer: Explainer, frames: list[np.ndarray]) -> np.ndarray:
     """Stacked frames in the artifact's layout, batch of one."""
-    meta = explainer.metadata
+    spec = explainer.spec
     clip = np.stack(frames)  # (T, H, W, 3)
-    layout = meta.get("input_layout", "BCTHW")
-    if layout.endswith("C") and layout != "BCHW":  # uint8 in-graph preprocessing: BTHWC / BHWC
-        return clip[None] if layout == "BTHWC" else clip[:1]
+    if spec.uint8:  # in-graph preprocessing: BTHWC / BHWC
+        return clip[None] if spec.is_video else clip[:1]
     x = clip.astype(np.float32) / 255.0
-    pre = meta.get("preprocess") or {}
-    mean, std = meta.get("mean", pre.get("mean")), meta.get("std", pre.get("std"))
+    mean, std = spec.preprocess.mean, spec.preprocess.std
     if mean is not None and std is not None:
         x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     x = np.moveaxis(x, -1, 0)  # (3, T, H, W)
-    return x[None] if layout == "BCTHW" else x[:, 0][None]
+    return x[None] if spec.is_video else x[:, 0][None]
 
 
 def stream(
@@ -89,15 +88,14 @@ def stream(
     path): a clip of the artifact's length starts every `stride` frames (default: the clip
     length, no overlap).  Image artifacts take one frame per clip.  A video shorter than one
     clip yields nothing."""
-    shape = explainer.metadata.get("input_shape")
-    if not shape:
-        raise ValueError("this artifact has no input_shape metadata; export it with gradvis")
-    layout = explainer.metadata.get("input_layout", "BCTHW")
-    video = "T" in layout
-    clip_len = int(shape[1] if layout == "BTHWC" else shape[2]) if video else 1
-    size = tuple(int(s) for s in (shape[2:4] if layout == "BTHWC" else shape[-2:]))
-    if layout == "BHWC":
-        size = tuple(int(s) for s in shape[1:3])
+    spec = explainer.spec
+    if len(spec.data_inputs) > 1 or spec.frame_size is None:
+        raise ValueError(
+            f"stream feeds frames to an image or clip artifact; this one takes "
+            f"{', '.join(f'{s.name} {tuple(s.shape)}' for s in spec.data_inputs)}"
+        )
+    clip_len = spec.clip_len or 1
+    size = spec.frame_size
     stride = stride or clip_len
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")

@@ -22,8 +22,14 @@ import torch  # noqa: F401
 
 # coverage feedback from our own modules only (instrumenting torch would take minutes)
 with atheris.instrument_imports(include=["gradvis_export"]):
+    from gradvis_export.apps.video.decode import (
+        decode_frames,
+        probe,
+        read_frames,
+        resized_rgb24,
+        yuv420,
+    )
     from gradvis_export.errors import VideoError
-    from gradvis_export.video.decode import decode_frames, probe, read_frames, resized_rgb24, yuv420
 
 SCRATCH = Path(tempfile.mkdtemp(prefix="gradvis-fuzz-"))
 TARGET = SCRATCH / "input.mp4"

@@ -1,0 +1,389 @@
+"""The video job as a stream: decode -> clips -> explain -> average per frame -> overlay -> encode.
+
+Frames flow through one at a time; only the frames of the current window (clip_len + stride)
+and their maps are held, so memory stays flat however long the video.  Every output (MP4, GIF,
+JSON) is written under a temporary name and renamed only when the whole video is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gradvis_export.apps.video.clips import Clip, FrameAverager, SlidingClips
+from gradvis_export.apps.video.decode import (
+    decode_frames,
+    probe,
+    resized_rgb24,
+    rgb24,
+    yuv420,
+    yuv420_to_rgb24,
+)
+from gradvis_export.apps.video.encode import mp4_writer
+from gradvis_export.apps.video.overlay import (
+    draw_boxes,
+    draw_boxes_yuv420,
+    frame_boxes,
+    overlay,
+    overlay_yuv420,
+    quantise,
+    signed_image,
+    upsample_map,
+)
+from gradvis_export.apps.video.worker import BACKGROUND_NICE, InOrderPool, OrderedWorker, Prefetch
+from gradvis_export.errors import InputError, VideoError
+
+#: clip (1, 3, T, S, S) float32 normalised, or (1, T, S, S, 3) uint8 -> named outputs
+Backend = Callable[[np.ndarray, int], dict[str, np.ndarray]]
+
+
+@dataclass
+class VideoOptions:
+    clip_len: int
+    stride: int
+    size: int
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    target: int = -1  # class to explain, -1 = each clip's predicted class
+    alpha: float = 0.5  # heatmap opacity in the overlay
+    panel: bool = False  # frame | overlay (| guided Grad-CAM) side by side
+    boxes: bool = False  # draw boxes around the hottest regions
+    box_threshold: float = 0.6
+    uint8_input: bool = False  # the backend takes (1, T, S, S, 3) uint8 frames
+    labels: list[str] | None = None
+    # clips explained at once, each call on its own thread (the backend must allow calls from
+    # several threads, as onnxruntime sessions do); 1: in the main loop
+    workers: int = 1
+    # x264's preset for the MP4: `ultrafast` costs ~half the render thread's CPU of `veryfast`
+    # per 640x360 frame (its share of a 2-core job, BENCHMARKS.md) for files ~2-3x larger
+    preset: str = "ultrafast"
+
+
+@dataclass
+class VideoSummary:
+    frames: int = 0
+    clips: int = 0
+    padded: int = 0
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+    # decode (+ resize), explain, render: time the main loop spent in each (decode and render
+    # run on background threads: theirs is the time the loop waited for them); render_work:
+    # the render thread's own time (overlay, boxes, encode, JSON); *_cpu: CPU seconds of the
+    # decode and render threads (what they cost whatever else runs on the machine)
+    seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("decode", "explain", "render", "render_work", "decode_cpu", "render_cpu"), 0.0
+        )
+    )
+
+
+def normalise_clip(frames: list[np.ndarray], mean, std) -> np.ndarray:
+    """clip_len x (S, S, 3) uint8 -> (1, 3, T, S, S) float32, (x/255 - mean) / std.
+
+    NumPy, not torch: next to the decode and render threads, torch's intra-op threads would
+    fight them for the cores (several times slower on 2 cores)."""
+    planar = np.ascontiguousarray(np.stack(frames).transpose(3, 0, 1, 2))
+    out = planar.astype(np.float32)
+    std = np.asarray(std, np.float32)[:, None, None, None]
+    out *= np.float32(1.0 / 255.0) / std
+    out -= np.asarray(mean, np.float32)[:, None, None, None] / std
+    return out[None]
+
+
+def clip_maps(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-frame [0, 1] maps (T, S, S) to overlay, and the guided image (T, S, S, 3) if any."""
+    heatmap = np.asarray(outputs["heatmap"])[0]
+    result = {}
+    if "cam" in outputs:  # guided Grad-CAM: overlay the CAM, show the product in the panel
+        result["map"] = np.asarray(outputs["cam"])[0]
+        result["guided"] = heatmap.transpose(1, 2, 3, 0)
+    elif heatmap.ndim == 4:  # guided backprop: a signed gradient per colour channel
+        magnitude = np.abs(heatmap).max(axis=0)
+        result["map"] = magnitude / (magnitude.max() or 1.0)
+        result["guided"] = heatmap.transpose(1, 2, 3, 0)
+    else:
+        peak = float(heatmap.max())
+        result["map"] = heatmap / peak if peak > 1.0 else heatmap
+    return result
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max()
+    e = np.exp(z)
+    return e / e.sum()
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temporary path next to `path`, renamed to it only if the block succeeds."""
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _check_outputs(video: Path, outputs: list[Path | None]) -> None:
+    for out in outputs:
+        if out is None:
+            continue
+        if out.resolve() == video.resolve():
+            raise InputError(f"the output {str(out)!r} is the input video; choose another name")
+        if not out.parent.exists():
+            raise InputError(f"the output folder {str(out.parent)!r} does not exist")
+
+
+def explain_video(
+    video: str | os.PathLike,
+    backend: Backend,
+    options: VideoOptions,
+    out: str | os.PathLike | None = None,
+    gif: str | os.PathLike | None = None,
+    sidecar: str | os.PathLike | None = None,
+    progress: bool = True,
+    warn: Callable[[str], None] = print,
+    metadata: dict[str, object] | None = None,
+) -> VideoSummary:
+    """Explain every frame of `video`; write the overlay MP4 (`out`), a GIF, a JSON sidecar.
+
+    Frames covered by several clips average their maps and class probabilities.  A video
+    shorter than one clip is padded by repeating its last frame (`warn` says so).  MP4 frames
+    of odd width/height get one edge pixel repeated (H.264 needs even sizes).
+    """
+    video = Path(video)
+    paths = [Path(p) if p is not None else None for p in (out, gif, sidecar)]
+    if not any(paths):
+        raise InputError("nothing to write: give an MP4 (out), a GIF or a JSON sidecar path")
+    _check_outputs(video, paths)
+    info = probe(video)
+    summary = VideoSummary(width=info.width, height=info.height, fps=info.fps)
+    clips: SlidingClips[np.ndarray] = SlidingClips(options.clip_len, options.stride)
+    averager = FrameAverager()
+    originals: dict[int, np.ndarray] = {}
+    clip_records: list[dict[str, object]] = []
+    gif_frames: list[np.ndarray] = []
+    out_path, gif_path, json_path = paths
+
+    with contextlib.ExitStack() as stack:
+        write_mp4 = None
+        json_file = None
+        if json_path is not None:
+            json_tmp = stack.enter_context(atomic_file(json_path))
+            json_file = stack.enter_context(open(json_tmp, "w", encoding="utf-8"))
+            head = {
+                "video": str(video),
+                "width": info.width,
+                "height": info.height,
+                "fps": info.fps,
+                "clip_len": options.clip_len,
+                "stride": options.stride,
+                "size": options.size,
+                "target": options.target,
+                **(metadata or {}),
+            }
+            json_file.write(json.dumps(head)[:-1] + ', "frames": [\n')
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = stack.enter_context(
+                tqdm(total=info.frames, unit="frame", desc="explaining", dynamic_ncols=True)
+            )
+
+        # the MP4 is opened on the first frame (its size depends on the panel); its context
+        # closes after the render thread stopped (exit order is the reverse of entry)
+        mp4_stack = stack.enter_context(contextlib.ExitStack())
+        nice = BACKGROUND_NICE if options.workers == 1 else 0  # see worker.BACKGROUND_NICE
+        worker = stack.enter_context(OrderedWorker(nice=nice))
+
+        def render_rgb(
+            frame: np.ndarray, values: dict[str, np.ndarray], boxes: list[list[float]]
+        ) -> np.ndarray:
+            """The overlay (and the panel) of one RGB frame."""
+            h, w = frame.shape[:2]
+            heat = (
+                F.interpolate(
+                    torch.from_numpy(values["map"])[None, None], size=(h, w), mode="bilinear"
+                )[0, 0]
+                .clamp(0, 1)
+                .numpy()
+            )
+            image = overlay(frame, heat, options.alpha)
+            if options.boxes:
+                image = draw_boxes(image, boxes)
+            if options.panel:
+                parts = [frame, image]
+                if "guided" in values:
+                    guided = torch.from_numpy(values["guided"]).permute(2, 0, 1)[None]
+                    guided = F.interpolate(guided, size=(h, w), mode="bilinear")[0]
+                    parts.append(signed_image(guided.permute(1, 2, 0).numpy()))
+                image = np.concatenate(parts, axis=1)
+            return image
+
+        # Frames of even size are kept, blended and encoded as the yuv420p planes H.264 stores:
+        # no RGB conversion of full frames at all (the panel and odd sizes work in RGB)
+        planar = not options.panel and info.width % 2 == 0 and info.height % 2 == 0
+
+        def render(frame_index: int, values: dict[str, np.ndarray], clip_ids: list[int]) -> None:
+            """Overlay, boxes, encode and JSON of one frame, on the render thread."""
+            nonlocal write_mp4
+            frame = originals.pop(frame_index)
+            h, w = (frame.shape[0] * 2 // 3, frame.shape[1]) if planar else frame.shape[:2]
+            boxes = []
+            if options.boxes or json_file is not None:
+                boxes = frame_boxes(values["map"], w, h, options.box_threshold)
+            if planar:
+                heat = upsample_map(quantise(values["map"]), h // 2, w // 2)
+                image = overlay_yuv420(frame, heat, options.alpha)
+                if options.boxes:
+                    image = draw_boxes_yuv420(image, boxes)
+            else:
+                image = render_rgb(frame, values, boxes)
+            if out_path is not None:
+                if write_mp4 is None:
+                    ih, iw = (h, w) if planar else image.shape[:2]
+                    write_mp4 = mp4_stack.enter_context(
+                        mp4_writer(
+                            out_path,
+                            info.fps,
+                            iw + iw % 2,
+                            ih + ih % 2,
+                            frame_format="yuv420p" if planar else "rgb24",
+                            preset=options.preset,
+                        )
+                    )
+                even = image
+                if not planar and (image.shape[0] % 2 or image.shape[1] % 2):
+                    pad = ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0))
+                    even = np.pad(image, pad, mode="edge")
+                write_mp4(even)
+            if gif_path is not None:
+                gif_frames.append(yuv420_to_rgb24(image) if planar else image)
+            if json_file is not None:
+                probs = values["prob"]
+                best = int(probs.argmax())
+                entry = {
+                    "frame": frame_index,
+                    "clips": clip_ids,
+                    "class": best,
+                    "label": options.labels[best] if options.labels else None,
+                    "score": round(float(probs[best]), 6),
+                    "target": options.target,
+                    "boxes": boxes,
+                }
+                comma = ",\n" if frame_index else ""
+                json_file.write(comma + json.dumps(entry))
+            summary.frames += 1
+            if bar is not None:
+                bar.update(1)
+
+        def explain_clip(clip: Clip[np.ndarray]) -> dict[str, np.ndarray]:
+            """Preprocess and explain one clip (on a pool thread when workers > 1)."""
+            if options.uint8_input:
+                batch = np.ascontiguousarray(np.stack(clip.items)[None])
+            else:
+                batch = normalise_clip(clip.items, options.mean, options.std)
+            return backend(batch, options.target)
+
+        def add_clip(clip: Clip[np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+            """Average an explained clip's maps and probabilities into its frames."""
+            maps = clip_maps(outputs)
+            probs = softmax(np.asarray(outputs["logits"])[0].astype(np.float64))
+            for frame_index in clip.frames():
+                i = frame_index - clip.start
+                values = {key: value[i] for key, value in maps.items()}
+                values["prob"] = probs
+                averager.add(frame_index, values, clip.index)
+            best = int(probs.argmax())
+            clip_records.append(
+                {
+                    "index": clip.index,
+                    "start": clip.start,
+                    "frames": clip.valid,
+                    "padded": len(clip.items) - clip.valid,
+                    "class": best,
+                    "score": round(float(probs[best]), 6),
+                }
+            )
+
+        def convert(frame) -> tuple[np.ndarray, np.ndarray]:
+            """A decoded frame -> (the frame to render on, the model's input frame)."""
+            return (yuv420(frame) if planar else rgb24(frame)), resized_rgb24(frame, options.size)
+
+        def final_before() -> int:
+            """Frames below this get no more maps: no later clip, no clip still explaining."""
+            waiting = pool.pending
+            return min(clips.final_before, waiting[0].start) if waiting else clips.final_before
+
+        pool = stack.enter_context(InOrderPool(explain_clip, options.workers))
+        frames = stack.enter_context(Prefetch(decode_frames(video, convert), nice=nice))
+        for frame, small in frames:
+            originals[clips.count] = frame
+            for clip in clips.push(small):
+                for done in pool.submit(clip):
+                    add_clip(*done)
+            for entry in averager.pop_before(final_before()):
+                worker.submit(render, *entry)
+        for clip in clips.finish():
+            for done in pool.submit(clip):
+                add_clip(*done)
+        for done in pool.drain():
+            add_clip(*done)
+        if clips.padded:
+            warn(
+                f"the video has {clips.count} frame(s), fewer than one clip of "
+                f"{options.clip_len}: padded by repeating the last frame {clips.padded} time(s)"
+            )
+        for entry in averager.pop_before(clips.count):
+            worker.submit(render, *entry)
+        worker.join()
+        summary.seconds["decode"] = frames.waited
+        summary.seconds["explain"] = pool.waited
+        summary.seconds["render"] = worker.waited
+        summary.seconds["render_work"] = worker.busy
+        summary.seconds["decode_cpu"], summary.seconds["render_cpu"] = frames.cpu, worker.cpu
+        if summary.frames == 0:
+            raise VideoError(f"{str(video)!r} has no frames")
+        summary.clips, summary.padded = clips.clips, clips.padded
+        if json_file is not None:
+            json_file.write("\n], " + json.dumps({"clips": clip_records})[1:])
+            json_file.close()
+        if gif_path is not None:
+            stack.enter_context(_write_gif(gif_path, gif_frames, info.fps))
+    summary.outputs = [str(p) for p in paths if p is not None]
+    return summary
+
+
+@contextlib.contextmanager
+def _write_gif(path: Path, frames: list[np.ndarray], fps: float) -> Iterator[None]:
+    """A looping GIF, frames halved until at most 480 px wide (GIFs are for short clips)."""
+    from PIL import Image
+
+    with atomic_file(path) as tmp:
+        images = []
+        for frame in frames:
+            image = Image.fromarray(frame)
+            while image.width > 480:
+                image = image.resize((image.width // 2, image.height // 2))
+            images.append(image)
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=max(int(round(1000 / max(fps, 1e-3))), 20),
+            loop=0,
+        )
+        yield
