@@ -84,6 +84,8 @@ const at::Tensor& Outputs::operator[](const std::string& name) const {
 struct Explainer::Impl {
   std::string path;
   ArtifactSpec spec;
+  // Read off the spec once at load: every run needs them.
+  std::vector<std::string> input_names, data_names, output_names;
   // Exactly one is set.  All are safe for concurrent calls: TorchScript's graph executor
   // locks its own plan cache, AOTInductor's container hands each call a free runner, and
   // ONNX Runtime's Session::Run is thread-safe.
@@ -151,10 +153,9 @@ at::Tensor Explainer::Impl::check_target(const InputSpec& input, const at::Tenso
 // inputs from `targets` or their defaults.
 Outputs Explainer::Impl::run(const std::vector<at::Tensor>& data,
                              const std::map<std::string, at::Tensor>& targets) const {
-  const std::vector<InputSpec> data_specs = spec.data_inputs();
-  if (data.size() != data_specs.size())
-    throw InputError("this artifact takes " + std::to_string(data_specs.size()) +
-                     " data input(s) (" + joined(names_of(data_specs)) + "); got a vector of " +
+  if (data.size() != data_names.size())
+    throw InputError("this artifact takes " + std::to_string(data_names.size()) +
+                     " data input(s) (" + joined(data_names) + "); got a vector of " +
                      std::to_string(data.size()));
   for (const auto& entry : targets)
     if (spec.input(entry.first).role == "data")  // throws on an unknown name
@@ -164,7 +165,7 @@ Outputs Explainer::Impl::run(const std::vector<at::Tensor>& data,
   std::vector<std::pair<std::string, int64_t>> batches;
   for (std::size_t i = 0, k = 0; i < spec.inputs.size(); ++i) {
     if (spec.inputs[i].role != "data") continue;
-    feeds[i] = check_data(spec.inputs[i], data[k++], data_specs.size() > 1);
+    feeds[i] = check_data(spec.inputs[i], data[k++], data_names.size() > 1);
     batches.emplace_back(spec.inputs[i].name, feeds[i].size(0));
   }
   const int64_t batch = batches.front().second;
@@ -183,7 +184,7 @@ Outputs Explainer::Impl::run(const std::vector<at::Tensor>& data,
                             batch);
   }
   Outputs outputs;
-  outputs.names = spec.output_names();
+  outputs.names = output_names;
   outputs.tensors = call(std::move(feeds));
   if (outputs.tensors.size() != outputs.names.size())
     throw Error("'" + path + "' returned " + std::to_string(outputs.tensors.size()) +
@@ -197,7 +198,7 @@ std::vector<at::Tensor> Explainer::Impl::call(std::vector<at::Tensor> inputs) co
     if (aoti) return aoti->run(inputs);
 #ifdef GRADVIS_WITH_ONNXRUNTIME
     if (onnx) {
-      return onnx->run(names_of(spec.inputs), inputs, spec.output_names());
+      return onnx->run(input_names, inputs, output_names);
     }
 #endif
     std::vector<c10::IValue> args(inputs.begin(), inputs.end());
@@ -263,6 +264,9 @@ Explainer::Explainer(const std::string& path, const Options& options)
                     ": " + short_message(error));
   }
   impl_->spec = parse_contract(text, path);
+  impl_->input_names = names_of(impl_->spec.inputs);
+  impl_->data_names = names_of(impl_->spec.data_inputs());
+  impl_->output_names = impl_->spec.output_names();
 }
 
 Explainer::~Explainer() = default;
@@ -277,9 +281,9 @@ Outputs Explainer::run(const at::Tensor& input, const at::Tensor& target) const 
 
 Outputs Explainer::run(const at::Tensor& input,
                        const std::map<std::string, at::Tensor>& inputs) const {
-  const std::vector<InputSpec> data = impl_->spec.data_inputs();
+  const std::vector<std::string>& data = impl_->data_names;
   if (data.size() > 1) {
-    const std::string names = joined(names_of(data));
+    const std::string names = joined(data);
     throw InputError("this artifact takes " + std::to_string(data.size()) + " data inputs (" +
                      names + "): pass a vector of them in that order, run({" + names +
                      "}, ...)");
@@ -297,7 +301,7 @@ std::vector<at::Tensor> Explainer::run_positional(const std::vector<at::Tensor>&
   if (inputs.size() != spec.inputs.size())
     throw InputError("expected " + std::to_string(spec.inputs.size()) + " inputs, got " +
                      std::to_string(inputs.size()) + " (the graph's inputs: " +
-                     joined(names_of(spec.inputs)) + ")");
+                     joined(impl_->input_names) + ")");
   std::vector<at::Tensor> data;
   std::map<std::string, at::Tensor> targets;
   for (std::size_t i = 0; i < inputs.size(); ++i) {

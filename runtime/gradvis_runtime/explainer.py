@@ -25,18 +25,15 @@ class Explainer:
         self.backend = backend
         self.spec = spec
         self._run = runner
+        # read off the spec once: every call needs them
+        self.input_names: list[str] = spec.input_names
+        self.output_names: list[str] = spec.output_names
+        self._data_specs = spec.data_inputs
+        self._target_specs = spec.target_inputs
 
     @property
     def metadata(self) -> dict[str, Any]:
         return self.spec.to_dict()
-
-    @property
-    def input_names(self) -> list[str]:
-        return self.spec.input_names
-
-    @property
-    def output_names(self) -> list[str]:
-        return self.spec.output_names
 
     def feeds(
         self,
@@ -55,7 +52,7 @@ class Explainer:
                 f"this artifact has no input {unknown[0]!r}; its inputs are {', '.join(names)}"
             )
         feeds = dict(data)
-        for spec in self.spec.target_inputs:
+        for spec in self._target_specs:
             feeds[spec.name] = _target_feed(spec, given.get(spec.name), batch)
         return {name: feeds[name] for name in names}
 
@@ -77,7 +74,7 @@ class Explainer:
 
     def _data(self, input: object, named: dict[str, object]) -> dict[str, Array]:
         """The data inputs by name, each checked against its spec (`named` loses them)."""
-        specs = self.spec.data_inputs
+        specs = self._data_specs
         names = [s.name for s in specs]
         given: dict[str, object] = {}
         if isinstance(input, (list, tuple)):
