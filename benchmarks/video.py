@@ -6,6 +6,7 @@ explainer at 182 px (ONNX, random-init weights: speed does not depend on trainin
 
     python benchmarks/video.py                      # 30 s and 120 s, ~10 minutes
     python benchmarks/video.py --seconds 10 20      # a quick run
+    python benchmarks/video.py --model resnet18 --size 224   # an image artifact, per frame
 
 Targets (issue 4): decode + overlay + encode <= 20 % of the total time; peak RSS independent of
 the video's length (the 120 s run within 10 % of the 30 s run).  Decoding runs ahead and
@@ -62,12 +63,24 @@ def make_video(path: Path, seconds: float, width: int = 640, height: int = 360) 
     container.close()
 
 
-def export_artifact(path: Path, size: int, clip_len: int) -> None:
+#: the benchmark's models: X3D-XS (clips), or ResNet-18 (an image model: every frame explained,
+#: `--clip-len` frames per call)
+MODELS = ("x3d_xs", "resnet18")
+
+
+def export_artifact(path: Path, size: int, clip_len: int, model_name: str = "x3d_xs") -> None:
     import torch
 
     import gradvis_export as gv
     from gradvis_export.apps import models
 
+    if model_name == "resnet18":
+        import torchvision
+
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18().eval()
+        gv.export(gv.GradCAM(model, "layer4"), torch.randn(2, 3, size, size), path)
+        return
     model = models.build("x3d_xs", 400, clip_len, size)
     gv.export(gv.GradCAM(model, "blocks.4"), torch.randn(2, 3, clip_len, size, size), path)
 
@@ -96,10 +109,21 @@ def alone(backend, workers: int, clip, calls: int) -> tuple[float, float]:
     return (time.perf_counter() - start) / calls, (cpu_seconds() - cpu) / calls
 
 
+#: set by main(): True for an image model (a "clip" is then a batch of clip_len frames)
+PER_FRAME = False
+
+
+def calls(clips: int) -> int:
+    """Calls timed for the yardstick: `clips` X3D clips, or about a quarter as many frames in
+    calls of an image model's batch (each frame of ResNet-18 at 224 costs ~3 X3D-XS clips)."""
+    return clips if not PER_FRAME else max(8, clips // 4)
+
+
 def _clip(size: int, clip_len: int):
     import numpy as np
 
-    return np.random.default_rng(0).standard_normal((1, 3, clip_len, size, size), np.float32)
+    shape = (clip_len, 3, size, size) if PER_FRAME else (1, 3, clip_len, size, size)
+    return np.random.default_rng(0).standard_normal(shape, np.float32)
 
 
 def fastest_alone(artifact: Path, size: int, clip_len: int, threads: int) -> dict:
@@ -112,7 +136,7 @@ def fastest_alone(artifact: Path, size: int, clip_len: int, threads: int) -> dic
     best = {pattern: float("inf") for pattern in patterns}
     for _ in range(3):
         for pattern, backend in zip(patterns, loaded):
-            best[pattern] = min(best[pattern], alone(backend, pattern[0], clip, 60)[0])
+            best[pattern] = min(best[pattern], alone(backend, pattern[0], clip, calls(60))[0])
     workers, spin = min(best, key=best.get)
     return {"workers": workers, "spin": spin, "per_clip_s": best[(workers, spin)]}
 
@@ -142,9 +166,15 @@ def run_one(
         if same
         else _backend(artifact, threads, yardstick["workers"], yardstick["spin"], clip)
     )
-    options = VideoOptions(clip_len=clip_len, stride=stride, size=size, workers=workers)
+    options = VideoOptions(
+        clip_len=clip_len,
+        stride=clip_len if PER_FRAME else stride,
+        size=size,
+        workers=workers,
+        per_frame=PER_FRAME,
+    )
     results = []
-    before = alone(reference, yardstick["workers"], clip, 90)
+    before = alone(reference, yardstick["workers"], clip, calls(90))
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
             start, cpu = time.perf_counter(), cpu_seconds()
@@ -157,7 +187,7 @@ def run_one(
                 progress=False,
             )
             total, total_cpu = time.perf_counter() - start, cpu_seconds() - cpu
-        after = alone(reference, yardstick["workers"], clip, 90)
+        after = alone(reference, yardstick["workers"], clip, calls(90))
         results.append(
             {
                 "frames": summary.frames,
@@ -191,6 +221,7 @@ def _subprocess(args: argparse.Namespace, *extra: str) -> dict:
             *("--stride", str(args.stride), "--threads", str(args.threads)),
             *("--workers", str(args.workers), "--rounds", str(args.rounds)),
             *(["--spin"] if args.spin else []),
+            *("--model", args.model),
         ],
         capture_output=True,
         text=True,
@@ -214,6 +245,12 @@ def main() -> int:
         "(default: the video job's default for this many threads)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="runs of each video (median)")
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="x3d_xs",
+        help="x3d_xs (clips) or resnet18 (an image model: --clip-len frames per call)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--spin",
@@ -223,6 +260,8 @@ def main() -> int:
     parser.add_argument("--run", nargs=3, metavar=("VIDEO", "ARTIFACT", "YARDSTICK"), help=SUPPRESS)
     parser.add_argument("--choose", metavar="ARTIFACT", help=SUPPRESS)
     args = parser.parse_args()
+    global PER_FRAME
+    PER_FRAME = args.model == "resnet18"
     if args.workers is None:
         from gradvis_export.apps.video.backends import default_workers
 
@@ -249,9 +288,9 @@ def main() -> int:
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        artifact = Path(tmp) / "x3d_xs_gradcam.onnx"
-        print(f"exporting X3D-XS Grad-CAM at {args.size}px ...", file=sys.stderr)
-        export_artifact(artifact, args.size, args.clip_len)
+        artifact = Path(tmp) / f"{args.model}_gradcam.onnx"
+        print(f"exporting {args.model} Grad-CAM at {args.size}px ...", file=sys.stderr)
+        export_artifact(artifact, args.size, args.clip_len, args.model)
         print("timing the explainer alone (the yardstick) ...", file=sys.stderr)
         yardstick = _subprocess(args, "--choose", str(artifact))
         for seconds in args.seconds:
@@ -262,10 +301,15 @@ def main() -> int:
             run = _subprocess(args, "--run", str(video), str(artifact), json.dumps(yardstick))
             results.append({"seconds": seconds, **run})
 
+    unit = (
+        f"an image model, {args.clip_len} frames per call"
+        if PER_FRAME
+        else f"clip {args.clip_len}, stride {args.stride}"
+    )
     print(
-        f"X3D-XS Grad-CAM (ONNX, onnxruntime {args.threads} threads: {args.workers} clip(s) at "
-        f"once x {max(1, args.threads // args.workers)} thread(s)), {args.size}px, "
-        f"clip {args.clip_len}, stride {args.stride}; 640x360 30 fps input; alone = "
+        f"{args.model} Grad-CAM (ONNX, onnxruntime {args.threads} threads: {args.workers} call(s) "
+        f"at once x {max(1, args.threads // args.workers)} thread(s)), {args.size}px, "
+        f"{unit}; 640x360 30 fps input; alone = "
         f"{yardstick['workers']} call(s) at once, spinning {yardstick['spin']}"
     )
     print(

@@ -25,6 +25,29 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: the command that builds the C++ runtime (or stops with the build's error)
+BUILD_CPP = "GRADVIS_REQUIRE_CPP=1 pip install --no-build-isolation -e ."
+#: the controlling terminal: pip captures a build's stdout and stderr and shows them only with
+#: -v or on failure (no pip release forwards a backend's warnings), so a skipped build is also
+#: told here, where pip cannot hide it
+TTY = "/dev/tty"
+
+
+def tell_terminal(line: str) -> None:
+    """Under pip (which sets PIP_BUILD_TRACKER, PIP_REQ_TRACKER before pip 22.1, for its build
+    subprocesses), write one line to the terminal it runs in; elsewhere (`setup.py` run
+    directly, tests) stderr is seen anyway, and without a terminal (CI, a container build)
+    nothing happens: pip -v and pip's log still have the stderr line."""
+    under_pip = os.environ.get("PIP_BUILD_TRACKER") or os.environ.get("PIP_REQ_TRACKER")
+    if not under_pip or sys.stderr.isatty():
+        return
+    try:
+        with open(TTY, "w") as terminal:
+            terminal.write("\n" + line + "\n")  # off the line of pip's spinner
+    except OSError:
+        pass
+
+
 class CMakeExtension(Extension):
     """An extension whose sources CMake compiles (setuptools compiles none)."""
 
@@ -42,8 +65,14 @@ class CMakeBuild(build_ext):
                     raise
                 print(
                     f"WARNING: gradvis: the C++ runtime was not built ({error}); "
-                    "gradvis_runtime works without it except backend='cpp'",
+                    "gradvis_runtime works without it except backend='cpp'; "
+                    f"to build it: {BUILD_CPP}",
                     file=sys.stderr,
+                )
+                first = str(error).splitlines()[0] if str(error) else type(error).__name__
+                tell_terminal(
+                    f"WARNING: gradvis: the C++ runtime was not built ({first}); "
+                    f"to build it: {BUILD_CPP}"
                 )
 
     def build_extension(self, ext: Extension) -> None:

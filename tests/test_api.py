@@ -306,8 +306,9 @@ def test_targets_example_runs(tmp_path):
 
 def test_seed_gradvis_interface_writes_overlays(tmp_path):
     """GradVis(model).compute_grad(input_tensor, path): one PNG per frame + an MP4; the PNGs
-    are the clip (min-max scaled) blended with the eager Grad-CAM of the layer the library's
-    one default-layer rule picks (gradvis_export.core.layers.default_layer)."""
+    are the clip (each frame min-max scaled over all its channels) blended with the eager
+    Grad-CAM of the layer the library's one default-layer rule picks
+    (gradvis_export.core.layers.default_layer)."""
     from PIL import Image
 
     from gradvis_export.apps.video.overlay import colormap
@@ -319,12 +320,55 @@ def test_seed_gradvis_interface_writes_overlays(tmp_path):
     assert names == [f"frame_{t:04d}.png" for t in range(4)] + ["overlay.mp4"]
     heat = gv.GradCAM(spec.model)(clip[None]).heatmap[0]  # the library's default-layer rule
     heat = (heat / heat.max()).numpy()
-    frames = (clip - clip.amin(dim=(1, 2, 3), keepdim=True)) / (
-        clip.amax(dim=(1, 2, 3), keepdim=True) - clip.amin(dim=(1, 2, 3), keepdim=True)
-    )
-    frames = (frames * 255).round().permute(1, 2, 3, 0).numpy()
+    frames = clip.permute(1, 0, 2, 3).numpy()  # (T, C, H, W): one min and max per frame
     for t in range(4):
+        frame = frames[t]
+        frame = ((frame - frame.min()) / (frame.max() - frame.min()) * 255).round()
+        frame = frame.transpose(1, 2, 0)
         weight = 0.5 * heat[t][..., None]  # opacity alpha * map
-        want = (1 - weight) * frames[t] + weight * colormap(heat[t]) * 255
+        want = (1 - weight) * frame + weight * colormap(heat[t]) * 255
         got = np.asarray(Image.open(out / f"frame_{t:04d}.png")).astype(np.float32)
         assert np.abs(got - want).max() <= 1.0
+
+
+def test_seed_gradvis_scales_each_frame_as_a_whole(tmp_path):
+    """Channels of different ranges keep their ratio (no per-channel min-max, which shifts the
+    colours): red in [0, 1], green in [0, 0.5], blue in [0, 0.25] of each frame's range, and
+    frame t is (t + 1) times brighter (each frame has its own min and max).  alpha=0: the PNG
+    is the scaled frame itself."""
+    from PIL import Image
+
+    spec = MODEL_FACTORIES["x3d"]()
+    base = torch.rand(4, 64, 64, generator=torch.Generator().manual_seed(3))
+    base[:, 0, 0], base[:, 0, 1] = 0.0, 1.0  # each frame spans exactly [0, 1] in red
+    gain = torch.arange(1, 5, dtype=torch.float32)[:, None, None]
+    clip = torch.stack([base, 0.5 * base, 0.25 * base]) * gain - 0.3  # (C, T, H, W)
+    out = gv.GradVis(spec.model, alpha=0.0).compute_grad(clip, tmp_path / "vis")
+    for t in range(4):
+        got = np.asarray(Image.open(out / f"frame_{t:04d}.png")).astype(np.float64)
+        want = torch.stack([base[t], 0.5 * base[t], 0.25 * base[t]], dim=-1).numpy() * 255
+        assert np.abs(got - want).max() <= 0.51  # rounding to uint8 (float32 ties)
+        red, green, blue = got[..., 0].sum(), got[..., 1].sum(), got[..., 2].sum()
+        assert green / red == pytest.approx(0.5, rel=0.01)
+        assert blue / red == pytest.approx(0.25, rel=0.01)
+
+
+def test_seed_gradvis_uses_the_shipped_models_recorded_layer(tmp_path):
+    """A model from models.build("carlights") carries the layer its training recorded (in the
+    checkpoint's metadata); GradVis reads that one, not the default-layer rule's choice."""
+    from gradvis_export.apps import models
+
+    meta = models.shipped_meta("carlights")
+    model = models.build("carlights")
+    recorded = meta["layer"]
+    assert getattr(model, models.RECORDED_LAYER) == recorded
+    clip = make_input((3, int(meta["clip_len"]), int(meta["size"]), int(meta["size"])), seed=4)
+    rule = gv.GradCAM(model)
+    rule(clip[None])
+    assert rule.target_layers != (recorded,)  # else this test could not tell them apart
+    seed = gv.GradVis(model)
+    seed.compute_grad(clip, tmp_path / "vis")
+    assert seed.explainer.target_layers == (recorded,)
+    given = gv.GradVis(model, layer=rule.target_layers[0])  # an explicit layer still wins
+    given.compute_grad(clip, tmp_path / "given")
+    assert given.explainer.target_layers == rule.target_layers

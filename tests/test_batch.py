@@ -327,3 +327,31 @@ def test_cli_batch_errors_are_one_line(artifact, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("gradvis: error: "), err
     assert not (tmp_path / "o").exists()
+
+
+def test_batch_takes_an_image_artifact_and_explains_every_frame(videos, tmp_path):
+    """An image artifact (B, S, S, 3) uint8: every frame of every video explained, the same
+    JSON as the single-video job (per frame, batches of --batch frames)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(8, 3),
+    ).eval()  # fmt: skip
+    example = torch.randint(0, 256, (2, SIZE, SIZE, 3), dtype=torch.uint8)
+    path = gv.export(UInt8Input(gv.GradCAM(model, "1")), example, tmp_path / "image.onnx")
+    out = tmp_path / "results"
+    argv = ["batch", "--input", str(videos / "v0.mp4"), "--artifact", str(path), "--out",
+            str(out), "--batch", "5", "--json-only", "--workers", "1"]  # fmt: skip
+    assert cli.main(argv) == 0
+    got = json.loads((out / "v0.json").read_text())
+    options = VideoOptions(clip_len=5, stride=5, size=SIZE, per_frame=True, uint8_input=True)
+    explain_video(videos / "v0.mp4", ArtifactBackend(path, threads=1), options,
+                  sidecar=tmp_path / "want.json", progress=False)  # fmt: skip
+    want = json.loads((tmp_path / "want.json").read_text())
+    assert got["per_frame"] is True and got["batch"] == 5
+    assert len(got["frames"]) == FRAMES
+    assert [f["class"] for f in got["frames"]] == [f["class"] for f in want["frames"]]
+    for a, b in zip(got["frames"], want["frames"]):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+        assert a["boxes"] == b["boxes"]
+    assert cli.main([*argv[:-2], "--stride", "2"]) == 2  # clips only

@@ -691,3 +691,56 @@ def test_temporal_stride_maps_back_to_input_frames(method):
     assert_raw_close(out.heatmap, want, f"{method} on a time-strided net")
     frames = out.heatmap.flatten(2).amax(2)
     assert bool((frames.amax(1) > 0).all())
+
+
+class SharedActivationNet(nn.Module):
+    """One ReLU6 module called twice on different shapes, after the stem (8 channels, 16x16)
+    and after the head (12 channels, 4x4), as EfficientNet ports share `act` / `_swish`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.body = nn.Conv2d(8, 12, 3, stride=4, padding=1)
+        self.act = nn.ReLU6()
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x):
+        return self.fc(self.act(self.body(self.act(self.stem(x)))).mean(dim=(2, 3)))
+
+
+def test_ablationcam_on_a_module_called_twice_ablates_the_call_it_reads():
+    """The map is read at the module's last call (capture_outputs keeps the last output); the
+    reference ablates channel k of that call only, picked here by counting the calls."""
+    model = SharedActivationNet().eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(x)
+    classes = logits.argmax(1)
+    acts = []
+    handle = model.act.register_forward_hook(lambda _m, _i, o: acts.append(o))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    a = acts[-1]  # the second call: (2, 12, 4, 4)
+    weights = torch.zeros(a.shape[:2])
+    for k in range(a.shape[1]):
+        calls = []
+
+        def zero_last(_m, _i, out, k=k, calls=calls):
+            calls.append(1)
+            if len(calls) == 2:
+                out = out.clone()
+                out[:, k] = 0
+            return out
+
+        handle = model.act.register_forward_hook(zero_last)
+        with torch.no_grad():
+            ablated = model(x)
+        handle.remove()
+        y = logits.gather(1, classes[:, None])[:, 0]
+        weights[:, k] = (y - ablated.gather(1, classes[:, None])[:, 0]) / y
+    ref = upsample(torch.relu((weights[:, :, None, None] * a).sum(1)), x.shape[2:])
+    assert nontrivial(ref)
+    out = gv.AblationCAM(model, "act")(x, classes)
+    assert_normalised_close(out.heatmap, ref, "AblationCAM on a shared module")

@@ -64,6 +64,9 @@ class BatchSettings:
     threads: int | None = None  # intra-op threads per worker; default: cores / workers
     ray: str | None = None  # a Ray address ("auto", "ray://host:10001", "local"), or None
     limit: int | None = None  # only the first N videos of the input
+    batch: int = 8  # an image artifact: frames per call
+    resize: str = "crop"  # crop | pad | squash (apps/video/framing.py)
+    label: bool = True  # draw the predicted label and score on the frames
 
 
 @dataclass
@@ -455,21 +458,40 @@ def video_options(spec: ArtifactSpec, settings: BatchSettings):
     from gradvis_export.apps.video.pipeline import VideoOptions
 
     size = spec.frame_size
-    if not spec.is_video or len(spec.data_inputs) > 1 or size is None or size[0] != size[1]:
+    if len(spec.data_inputs) > 1 or size is None or size[0] != size[1]:
         raise InputError(
             f"{str(settings.artifact)!r} takes input {tuple(spec.map_spec.shape)} "
-            f"({spec.layout}); the batch explains videos, so it needs a video artifact "
-            "(B,T,S,S,3 uint8 or B,3,T,S,S)"
+            f"({spec.layout}); the batch explains videos, so it needs one square data input: "
+            "a video artifact (B,T,S,S,3 uint8 or B,3,T,S,S) or an image artifact (B,S,S,3 "
+            "uint8 or B,3,S,S)"
         )
-    clip_len = int(spec.clip_len)
+    needs = [s.name for s in spec.target_inputs if s.default is None]
+    if needs:
+        raise InputError(
+            f"{str(settings.artifact)!r} needs {', '.join(needs)} for every call (a detection "
+            "target): the batch has no per-video boxes; use gradvis explain VIDEO --artifact "
+            "... --box X1 Y1 X2 Y2 (or --targets FILE)"
+        )
+    per_frame = not spec.is_video
     pre = spec.preprocess
-    stride = settings.stride if settings.stride is not None else max(1, clip_len // 2)
-    if stride < 1:
-        raise InputError(f"--stride {stride} must be at least 1")
+    if per_frame:
+        if settings.stride is not None:
+            raise InputError("--stride is for video artifacts: an image artifact sees each frame")
+        if settings.batch < 1:
+            raise InputError(f"--batch {settings.batch} must be at least 1")
+        clip_len = stride = settings.batch
+    else:
+        clip_len = int(spec.clip_len)
+        stride = settings.stride if settings.stride is not None else max(1, clip_len // 2)
+        if stride < 1:
+            raise InputError(f"--stride {stride} must be at least 1")
     return VideoOptions(
         clip_len=clip_len,
         stride=min(stride, clip_len),
         size=size[0],
+        per_frame=per_frame,
+        resize=settings.resize,
+        label=settings.label,
         mean=pre.mean or (0.45, 0.45, 0.45),
         std=pre.std or (0.225, 0.225, 0.225),
         target=settings.target,

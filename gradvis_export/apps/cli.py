@@ -18,7 +18,6 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from gradvis_export.errors import GradvisError
@@ -50,19 +49,62 @@ def cli_explainer(method: str, model, layer: str | None):
     )
 
 
+def positive(value: str) -> int:
+    """argparse type: a whole number >= 1 (0 or less is never a sensible count or size)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} must be at least 1")
+    return number
+
+
+def opacity(value: str) -> float:
+    """argparse type: a heatmap opacity in [0, 1]."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"{number} is not between 0 and 1")
+    return number
+
+
 def _model_args(parser: argparse.ArgumentParser) -> None:
     from gradvis_export.apps.models import CONFIGS
 
     parser.add_argument(
         "--model",
         default=None,
-        help=f"one of {', '.join(CONFIGS)} (default: the shipped, trained carlights model; "
-        "x3d_xs with --checkpoint); explain also takes clip-<open_clip ViT>, e.g. clip-ViT-B-32, "
-        "with --prompt",
+        help=f"one of {', '.join(CONFIGS)}; torchvision:NAME (e.g. torchvision:resnet18, "
+        "torchvision:r3d_18); pytorchvideo:NAME (e.g. pytorchvideo:x3d_s); your own factory "
+        "path/to/file.py:function or package.module:function returning an nn.Module (default: "
+        "the shipped, trained carlights model; x3d_xs with --checkpoint); explain also takes "
+        "clip-<open_clip ViT>, e.g. clip-ViT-B-32, with --prompt",
     )
-    parser.add_argument("--checkpoint", type=Path, default=None, help="state dict to load")
     parser.add_argument(
-        "--num-classes", type=int, default=None, help="default 400 (a shipped model: its own)"
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="state dict to load (torch.save(model.state_dict(), path); read with "
+        "weights_only=True; default: none, so random weights unless the model is shipped or "
+        "your factory loads its own)",
+    )
+    parser.add_argument(
+        "--num-classes",
+        type=positive,
+        default=None,
+        help="classes of the model's head (default: the builder's own, 1000 for torchvision "
+        "image models, 400 for video models; a shipped model: its own)",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="class names, one a line in class order (default: the shipped model's own, else "
+        "class numbers); a torchvision or pytorchvideo model without --num-classes gets a head "
+        "of that many classes",
     )
     parser.add_argument(
         "--method",
@@ -72,64 +114,134 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
         help=f"one of {', '.join(method_names())} (default gradcam)",
     )
     parser.add_argument(
-        "--layer", default=None, help="target layer (default: the model's last stage)"
+        "--layer",
+        default=None,
+        help="target layer, a dotted module name (default: the layer recorded with a shipped "
+        "model, e.g. carlights' blocks.2, else the last spatial feature map: the library's "
+        "default-layer rule)",
     )
     parser.add_argument(
-        "--clip-len", type=int, default=None, help="frames per clip (model default)"
+        "--clip-len",
+        type=positive,
+        default=None,
+        help="video models: frames per clip (default: the model's own, e.g. 4 for x3d_xs, 16 "
+        "for torchvision video models; your factory: 8). Giving it makes your factory's model "
+        "a video model",
     )
-    parser.add_argument("--size", type=int, default=None, help="square input side (model default)")
+    parser.add_argument(
+        "--size",
+        type=positive,
+        default=None,
+        help="side of the model's square input in pixels (default: the model's own, e.g. 160 "
+        "for x3d_xs, 224 for torchvision image models and your factory, 112 for r3d_18)",
+    )
+    parser.add_argument(
+        "--mean",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("R", "G", "B"),
+        help="the model's normalisation of RGB in [0, 1] (default: the model's own; ImageNet's "
+        "0.485 0.456 0.406 for torchvision image models and your factory)",
+    )
+    parser.add_argument(
+        "--std",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("R", "G", "B"),
+        help="with --mean (default: the model's own; ImageNet's 0.229 0.224 0.225)",
+    )
 
 
-@dataclass(frozen=True)
-class ModelChoice:
-    """The model the command line names: `--model` (default: the shipped carlights model, or
-    x3d_xs with --checkpoint), its number of classes and, for a shipped model, their names."""
+def model_spec(args: argparse.Namespace):
+    """The `--model` options as a `sources.ModelSpec`."""
+    from gradvis_export.apps.sources import ModelSpec
 
-    name: str
-    num_classes: int
-    class_names: list[str] | None
-    checkpoint: Path | None
-
-
-def resolve_model(
-    model: str | None, checkpoint: Path | None, num_classes: int | None
-) -> ModelChoice:
-    """The embedded default: no --model and no --checkpoint means the shipped carlights model
-    (trained; classes, clip length and size from its checkpoint)."""
-    from gradvis_export.apps import models
-
-    name = model or ("carlights" if checkpoint is None else "x3d_xs")
-    if name in models.SHIPPED:
-        meta = models.shipped_meta(name)
-        if num_classes not in (None, meta["num_classes"]):
-            raise GradvisError(
-                f"--num-classes {num_classes} does not fit the shipped {name!r} model "
-                f"({meta['num_classes']} classes: {', '.join(meta['class_names'])})"
-            )
-        return ModelChoice(name, int(meta["num_classes"]), list(meta["class_names"]), checkpoint)
-    return ModelChoice(name, num_classes or 400, None, checkpoint)
+    if (args.mean is None) != (args.std is None):
+        raise GradvisError("--mean and --std go together: give both or neither")
+    return ModelSpec(
+        name=args.model,
+        checkpoint=args.checkpoint,
+        num_classes=args.num_classes,
+        clip_len=args.clip_len,
+        size=args.size,
+        mean=tuple(args.mean) if args.mean else None,
+        std=tuple(args.std) if args.std else None,
+        labels=args.labels,
+    )
 
 
-def build_explainer(
-    choice: ModelChoice,
-    method: str,
-    layer: str | None,
-    clip_len: int | None,
-    size: int | None,
-    warn: Callable[[str], None],
-):
-    """(model config, clip length, size, explainer) for the chosen model and method."""
-    from gradvis_export.apps import models
+def load_explainer(args: argparse.Namespace, warn: Callable[[str], None]):
+    """(the loaded model, its explainer) for `--model` and `--method`."""
+    from gradvis_export.apps.sources import load_model
 
-    cfg = models.config(choice.name)
-    clip_len, size = clip_len or cfg.clip_len, size or cfg.size
-    model = models.build(choice.name, choice.num_classes, clip_len, size, choice.checkpoint)
-    if choice.checkpoint is None and choice.name not in models.SHIPPED:
+    loaded = load_model(model_spec(args))
+    if not loaded.trained:
         warn(
-            f"note: no --checkpoint, so {choice.name} has random weights: the heatmaps show the "
+            f"note: no --checkpoint, so {loaded.name} has random weights: the heatmaps show the "
             "machinery, not a trained model's reasoning"
         )
-    return cfg, clip_len, size, cli_explainer(method, model, layer or cfg.layer)
+    return loaded, cli_explainer(args.method, loaded.model, args.layer or loaded.layer)
+
+
+def _artifact_labels(args: argparse.Namespace, spec) -> list[str] | None:
+    """The artifact's class names, or --labels checked against its number of classes."""
+    from gradvis_export.apps.sources import read_labels
+
+    if args.labels is None:
+        return list(spec.class_names) if spec.class_names is not None else None
+    names = read_labels(args.labels)
+    if spec.num_classes is not None and len(names) != spec.num_classes:
+        raise GradvisError(
+            f"--labels {str(args.labels)!r} has {len(names)} names but the artifact has "
+            f"{spec.num_classes} classes: one name a line, in class order"
+        )
+    return names
+
+
+def _check_artifact_options(args: argparse.Namespace, spec, per_frame: bool) -> None:
+    """Options the artifact fixed at export cannot change: say so instead of ignoring them."""
+    fixed = {"--model": args.model, "--checkpoint": args.checkpoint, "--layer": args.layer,
+             "--num-classes": args.num_classes, "--mean": args.mean}  # fmt: skip
+    given = [name for name, value in fixed.items() if value is not None]
+    if args.method != "gradcam":
+        given.append("--method")
+    if given:
+        raise GradvisError(
+            f"{', '.join(given)}: the artifact {str(args.artifact)!r} fixed these at export "
+            f"({spec.method}, layer {', '.join(spec.layers or ['-'])}); drop them, or export again"
+        )
+    side = spec.frame_size[0]
+    if args.size is not None and args.size != side:
+        raise GradvisError(f"--size {args.size}: the artifact takes {side}x{side}; drop --size")
+    if per_frame and args.clip_len is not None:
+        raise GradvisError(
+            f"--clip-len: {str(args.artifact)!r} is an image model (each frame is explained); "
+            "use --batch for frames per call"
+        )
+    if not per_frame and args.clip_len not in (None, spec.clip_len):
+        raise GradvisError(
+            f"--clip-len {args.clip_len}: the artifact takes clips of {spec.clip_len} frames; "
+            "drop --clip-len, or export again"
+        )
+
+
+def _frame_targets(args: argparse.Namespace, backend, video: Path):
+    """The artifact's target inputs per frame, when it has more than a class (or a file
+    gives them); None: the class of --target for every frame."""
+    from gradvis_export.apps.video.decode import probe
+    from gradvis_export.apps.video.targets import frame_targets
+
+    names = backend.target_names
+    given = args.box is not None or args.mask is not None or args.targets is not None
+    if set(names) <= {"target"} and not given:
+        return None
+    info = probe(video)
+    return frame_targets(
+        names, backend.mask_shape, info.width, info.height, target=args.target, box=args.box,
+        mask=args.mask, targets_file=args.targets,
+    )  # fmt: skip
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -151,37 +263,54 @@ def cmd_explain(args: argparse.Namespace) -> int:
         video = models.SAMPLE_VIDEO
         if not video.is_file():
             raise GradvisError(f"the shipped sample video is missing ({video}); give a VIDEO")
-    choice = resolve_model(args.model, args.checkpoint, args.num_classes)
-    cfg = models.config(choice.name)
     workers = 1
-    if args.workers is not None and (args.workers < 1 or args.artifact is None):
+    if args.workers is not None and args.artifact is None:
         raise GradvisError(
-            f"--workers {args.workers}: give a number >= 1, with --artifact (the eager explainer "
-            "runs one clip at a time on --threads threads)"
+            f"--workers {args.workers}: only with --artifact (the eager explainer runs one clip "
+            "at a time on --threads threads)"
         )
     if args.artifact is not None:
         workers = args.workers or default_workers(args.artifact, args.threads)
         threads = max(1, (args.threads or cpu_count()) // workers)
         backend = ArtifactBackend(args.artifact, threads=threads)
         spec = backend.spec  # the clip length and size the artifact was exported for
-        clip_len = args.clip_len or spec.clip_len
-        size = args.size or spec.frame_size[0]
-        backend.check(clip_len, size)
-        uint8, labels = spec.uint8, spec.class_names
-        mean, std = spec.preprocess.mean or cfg.mean, spec.preprocess.std or cfg.std
+        per_frame = backend.per_frame
+        _check_artifact_options(args, spec, per_frame)
+        clip_len, size = spec.clip_len, spec.frame_size[0]
+        uint8, labels = spec.uint8, _artifact_labels(args, spec)
+        targets = _frame_targets(args, backend, video)
+        mean = spec.preprocess.mean or (0.45, 0.45, 0.45)
+        std = spec.preprocess.std or (0.225, 0.225, 0.225)
         meta = {"method": spec.method, "artifact": str(args.artifact)}
     else:
         if args.threads:
             import torch
 
             torch.set_num_threads(args.threads)
-        cfg, clip_len, size, explainer = build_explainer(
-            choice, args.method, args.layer, args.clip_len, args.size, warn
-        )
-        backend, uint8, labels = EagerBackend(explainer), False, choice.class_names
-        mean, std = cfg.mean, cfg.std
-        meta = {"method": args.method, "model": choice.name}
-    stride = args.stride or max(1, clip_len // 2)
+        loaded, explainer = load_explainer(args, warn)
+        if loaded.shipped and Path(video).resolve() != models.SAMPLE_VIDEO.resolve():
+            warn(
+                f"note: the shipped {loaded.name} model knows only generated car-light scenes "
+                f"({', '.join(loaded.class_names or [])}); to explain your own footage pass your "
+                "model: --model torchvision:NAME --checkpoint weights.pt, or --model "
+                "file.py:function (README: Explain a video with your own model)"
+            )
+        if args.box is not None or args.mask is not None or args.targets is not None:
+            raise GradvisError(
+                "--box, --mask and --targets fill the target inputs of a detection or "
+                "segmentation artifact: export one with gv.export, then pass --artifact"
+            )
+        targets = None
+        per_frame, clip_len, size = not loaded.video, loaded.clip_len, loaded.size
+        backend, uint8, labels = EagerBackend(explainer), False, loaded.class_names
+        mean, std = loaded.mean, loaded.std
+        meta = {"method": args.method, "model": loaded.name}
+    if per_frame:
+        if args.stride is not None:
+            raise GradvisError("--stride is for video models: an image model sees each frame")
+        clip_len = stride = args.batch
+    else:
+        stride = args.stride or max(1, clip_len // 2)
     out = args.out
     if out is None and args.gif is None and args.json is None:
         out = Path(video).with_name(Path(video).stem + "_gradvis.mp4")
@@ -194,6 +323,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         clip_len=clip_len,
         stride=min(stride, clip_len),
         size=size,
+        per_frame=per_frame,
+        resize=args.resize,
+        label=args.label,
+        audio=args.audio,
         mean=tuple(mean),
         std=tuple(std),
         target=args.target,
@@ -204,6 +337,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         labels=list(labels) if labels is not None else None,
         workers=workers,
         preset=args.preset,
+        targets=targets,
     )
     summary = explain_video(
         video,
@@ -217,9 +351,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         metadata=meta,
     )
     if not args.quiet:
+        what = f"{summary.clips} calls" if per_frame else f"{summary.clips} clips"
         print(
-            f"wrote {', '.join(summary.outputs)}: {summary.frames} frames, {summary.clips} clips",
-            file=sys.stderr,
+            f"wrote {', '.join(summary.outputs)}: {summary.frames} frames, {what}", file=sys.stderr
         )
     return 0
 
@@ -274,20 +408,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.overlay is not None and not args.uint8:
         raise GradvisError("--overlay draws on the uint8 input frames: add --uint8")
-    choice = resolve_model(args.model, args.checkpoint, args.num_classes)
-    cfg, clip_len, size, explainer = build_explainer(
-        choice, args.method, args.layer, args.clip_len, args.size,
-        lambda m: print(m, file=sys.stderr),
-    )  # fmt: skip
+    loaded, explainer = load_explainer(args, lambda m: print(m, file=sys.stderr))
+    clip_len, size = loaded.clip_len, loaded.size
+    frames = (clip_len, size, size) if loaded.video else (size, size)
     if args.uint8:
-        explainer = UInt8Input(explainer, mean=cfg.mean, std=cfg.std, overlay=args.overlay)
-        example = torch.randint(0, 256, (2, clip_len, size, size, 3), dtype=torch.uint8)
+        explainer = UInt8Input(explainer, mean=loaded.mean, std=loaded.std, overlay=args.overlay)
+        example = torch.randint(0, 256, (2, *frames, 3), dtype=torch.uint8)
         metadata = {}
     else:
-        example = torch.randn(2, 3, clip_len, size, size)
-        metadata = {"mean": list(cfg.mean), "std": list(cfg.std)}
-    if choice.class_names is not None:
-        metadata["class_names"] = choice.class_names
+        example = torch.randn(2, 3, *frames)
+        metadata = {"mean": list(loaded.mean), "std": list(loaded.std)}
     precision = "fp16" if args.fp16 else "fp32"
     path = export(
         explainer,
@@ -297,8 +427,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         precision=precision,
         profile=args.profile,
         metadata=metadata,
+        class_names=loaded.class_names,
+        progress=None if args.quiet else (lambda line: print(line, file=sys.stderr)),
     )
-    print(f"wrote {path}", file=sys.stderr)
+    if args.quiet:
+        print(f"wrote {path}", file=sys.stderr)
     error = describe(path).spec.extra.get("fp16_error") if args.fp16 else None
     for name, value in (error or {}).items():
         if isinstance(value, dict) and "max_abs" in value:
@@ -319,6 +452,8 @@ def describe(path: str | os.PathLike):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    import gradvis_runtime
+
     runtime = describe(args.artifact)
     spec = runtime.spec
     if args.json:
@@ -337,10 +472,18 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  input   {s.name}: {s.dtype} {tuple(s.shape)}{layout} ({s.role}{default})")
     for o in spec.outputs:
         print(f"  output  {o.name}: {o.dtype} {tuple(o.shape)}")
+    pre = spec.preprocess
+    if pre.mean is not None:
+        where = "in the graph (uint8 in)" if pre.in_graph else "by the caller (float in)"
+        mean, std = ([round(v, 4) for v in values] for values in (pre.mean, pre.std))
+        print(f"  normalise {where}: mean {mean} std {std}")
     if spec.class_names is not None:
-        print(f"  classes: {', '.join(spec.class_names)}")
+        names = list(spec.class_names)
+        more = f", ... ({len(names)} in all; --json lists them)" if len(names) > 12 else ""
+        print(f"  classes: {', '.join(names[:12])}{more}")
     elif spec.num_classes is not None:
         print(f"  classes: {spec.num_classes} (unnamed)")
+    print(f"  {gradvis_runtime.cpp_status()}")
     return 0
 
 
@@ -359,6 +502,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         threads=args.threads,
         ray=args.ray,
         limit=args.limit,
+        batch=args.batch,
+        resize=args.resize,
+        label=args.label,
     )
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
     report = run_batch(args.input, settings, log=log)
@@ -386,8 +532,53 @@ def cmd_triton_repo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _video_args(parser: argparse.ArgumentParser) -> None:
+    """What the video job does with any model: clips or frames, framing, drawing."""
+    from gradvis_export.apps.video.framing import RESIZE_MODES
+
+    parser.add_argument(
+        "--stride",
+        type=positive,
+        default=None,
+        help="video models: frames between clip starts (default: half the clip length)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=positive,
+        default=8,
+        help="image models: frames explained per call (default: 8)",
+    )
+    parser.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        default="crop",
+        help="how a frame becomes the model's square: crop (shorter side to the model's size, "
+        "centre cut; heat only inside it), pad (letterbox), squash (stretch) (default: crop)",
+    )
+    parser.add_argument(
+        "--target", type=int, default=-1, help="class to explain (default -1: the predicted one)"
+    )
+    parser.add_argument(
+        "--alpha", type=opacity, default=0.5, help="heatmap opacity, 0 to 1 (default: 0.5)"
+    )
+    parser.add_argument("--boxes", action="store_true", help="boxes around the hottest regions")
+    parser.add_argument(
+        "--label",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw the predicted label and score top-left on the frames (default: yes)",
+    )
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Errors in the options are one line and exit code 2, like every other error."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"gradvis: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="gradvis", description=__doc__.split("\n\n")[0])
+    root = OneLineParser(prog="gradvis", description=__doc__.split("\n\n")[0])
     sub = root.add_subparsers(dest="command", required=True)
 
     explain = sub.add_parser("explain", help="overlay heatmaps on every frame of a video")
@@ -399,23 +590,62 @@ def parser() -> argparse.ArgumentParser:
         help="video to explain (default: the shipped car-light sample, with the shipped model)",
     )
     _model_args(explain)
-    explain.add_argument("--stride", type=int, default=None, help="frames between clip starts")
-    explain.add_argument("--target", type=int, default=-1, help="class to explain (-1: predicted)")
-    explain.add_argument("--out", type=Path, default=None, help="overlay video (.mp4)")
+    _video_args(explain)
+    explain.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="overlay video (.mp4; default: VIDEO_gradvis.mp4 next to VIDEO, in the current "
+        "folder for the shipped sample)",
+    )
     explain.add_argument("--gif", type=Path, default=None, help="also a GIF (short videos)")
-    explain.add_argument("--json", type=Path, default=None, help="sidecar (default: OUT.json)")
-    explain.add_argument("--artifact", type=Path, default=None, help="run this exported explainer")
+    explain.add_argument(
+        "--json", type=Path, default=None, help="sidecar (default: OUT with .json)"
+    )
+    explain.add_argument(
+        "--artifact",
+        type=Path,
+        default=None,
+        help="run this exported explainer (image or video; its contract fixes model, method, "
+        "layer, size and clip length)",
+    )
+    explain.add_argument(
+        "--box",
+        type=float,
+        nargs=4,
+        default=None,
+        metavar=("X1", "Y1", "X2", "Y2"),
+        help="a detection artifact: the box to explain, in frame pixels, on every frame",
+    )
+    explain.add_argument(
+        "--mask",
+        type=Path,
+        default=None,
+        help="a segmentation artifact: the pixels whose class is explained, an image of the "
+        "frame's size, nonzero = counts (default: every pixel)",
+    )
+    explain.add_argument(
+        "--targets",
+        type=Path,
+        default=None,
+        help='per-frame targets, JSON lines: {"frame": 12, "box": [x1, y1, x2, y2], "label": 3} '
+        "(frames not listed take --target / --box / --mask)",
+    )
     explain.add_argument(
         "--panel", action="store_true", help="frame | overlay | guided side by side"
     )
-    explain.add_argument("--boxes", action="store_true", help="boxes around the hottest regions")
-    explain.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity")
     explain.add_argument(
-        "--threads", type=int, default=None, help="threads in all (default: cores)"
+        "--audio",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="copy the input's audio stream into the MP4 (default: yes)",
+    )
+    explain.add_argument(
+        "--threads", type=positive, default=None, help="threads in all (default: cores)"
     )
     explain.add_argument(
         "--workers",
-        type=int,
+        type=positive,
         default=None,
         help="--artifact: clips explained at once, each on threads/workers threads (default: "
         "one per thread up to 4 for .onnx, else 1)",
@@ -438,12 +668,20 @@ def parser() -> argparse.ArgumentParser:
     )
     explain.set_defaults(run=cmd_explain)
 
-    exp = sub.add_parser("export", help="export an explainer for a video model")
+    exp = sub.add_parser("export", help="export an explainer for a video or image model")
     _model_args(exp)
-    exp.add_argument("--format", choices=["onnx", "torchscript"], default=None)
-    exp.add_argument("--out", type=Path, required=True)
     exp.add_argument(
-        "--uint8", action="store_true", help="take uint8 frames (B,T,H,W,3); normalise in-graph"
+        "--format",
+        choices=["onnx", "torchscript"],
+        default=None,
+        help="default: from --out's suffix (.onnx: onnx, .pt: torchscript)",
+    )
+    exp.add_argument("--out", type=Path, required=True, help="the artifact to write")
+    exp.add_argument("--quiet", action="store_true", help="no stage lines, only the result")
+    exp.add_argument(
+        "--uint8",
+        action="store_true",
+        help="take uint8 frames (B,T,H,W,3) for video, (B,H,W,3) for images; normalise in-graph",
     )
     exp.add_argument(
         "--overlay",
@@ -475,7 +713,9 @@ def parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--input", required=True, help="a folder, a glob pattern, a .txt list or a video"
     )
-    batch.add_argument("--artifact", type=Path, required=True, help="an exported video explainer")
+    batch.add_argument(
+        "--artifact", type=Path, required=True, help="an exported explainer (image or video)"
+    )
     batch.add_argument("--out", type=Path, required=True, help="folder for outputs + manifest")
     batch.add_argument(
         "--ray",
@@ -483,14 +723,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run on Ray: a cluster address (auto, ray://host:10001) or 'local'",
     )
-    batch.add_argument("--workers", type=int, default=None, help="processes / Ray actors")
-    batch.add_argument("--threads", type=int, default=None, help="threads per worker")
-    batch.add_argument("--stride", type=int, default=None, help="frames between clip starts")
-    batch.add_argument("--target", type=int, default=-1, help="class to explain (-1: predicted)")
-    batch.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity")
-    batch.add_argument("--boxes", action="store_true", help="boxes around the hottest regions")
+    batch.add_argument("--workers", type=positive, default=None, help="processes / Ray actors")
+    batch.add_argument("--threads", type=positive, default=None, help="threads per worker")
+    _video_args(batch)
     batch.add_argument("--json-only", action="store_true", help="sidecars only, no MP4s")
-    batch.add_argument("--limit", type=int, default=None, help="only the first N videos")
+    batch.add_argument("--limit", type=positive, default=None, help="only the first N videos")
     batch.add_argument("--quiet", action="store_true", help="no line per video")
     batch.set_defaults(run=cmd_batch)
 
@@ -511,7 +748,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a bad option (2, one line printed)
+        return int(stop.code or 0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

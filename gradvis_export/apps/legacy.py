@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from gradvis_export.apps.models import RECORDED_LAYER
+from gradvis_export.core.explainer import Explainer
 from gradvis_export.errors import InputError
 
 
@@ -30,6 +31,8 @@ class GradVis:
     ) -> None:
         self.model, self.method, self.layer = model, method, layer
         self.fps, self.alpha = fps, alpha
+        #: the explainer the last `compute_grad` ran (its `target_layers`: the layer it read)
+        self.explainer: Explainer | None = None
 
     def compute_grad(
         self, input_tensor: torch.Tensor, path: str | os.PathLike, target: int | None = None
@@ -49,14 +52,16 @@ class GradVis:
         # the layer given, else the one the model's training recorded (a shipped model), else
         # the library's rule (`gradvis_export.core.layers.default_layer`, on the first call)
         layer = self.layer or getattr(self.model, RECORDED_LAYER, None)
-        explainer = cli_explainer(self.method, self.model, layer)
+        explainer = self.explainer = cli_explainer(self.method, self.model, layer)
         result = explainer(clip[:1].float(), target)
         heat = result.cam if hasattr(result, "cam") else result.heatmap
         heat = heat[0].abs().amax(0) if heat.dim() == 5 else heat[0]  # (T, H, W)
         heat = (heat / heat.max().clamp_min(1e-12)).numpy()
+        # each frame min-max scaled as a whole (one min and max over its channels, not one per
+        # channel), so the colours keep their balance: (C, T, H, W), reduced over C, H, W
         frames = clip[0].float()
-        low = frames.amin(dim=(1, 2, 3), keepdim=True)
-        high = frames.amax(dim=(1, 2, 3), keepdim=True)
+        low = frames.amin(dim=(0, 2, 3), keepdim=True)
+        high = frames.amax(dim=(0, 2, 3), keepdim=True)
         frames = ((frames - low) / (high - low).clamp_min(1e-12) * 255).round().byte()
         frames = frames.permute(1, 2, 3, 0).numpy()  # (T, H, W, C)
         if frames.shape[-1] == 1:

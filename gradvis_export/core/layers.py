@@ -96,8 +96,16 @@ def capture_outputs(layers: list[tuple[str, nn.Module]]) -> Iterator[list[torch.
 
 
 @contextlib.contextmanager
-def replace_output(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
-    """Inside the block, `module`'s tensor output is replaced by fn(output) (temporary hook)."""
+def replace_output(
+    module: nn.Module,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    like: torch.Size | None = None,
+) -> Iterator[None]:
+    """Inside the block, `module`'s tensor output is replaced by fn(output) (temporary hook).
+
+    `like`: the shape of the output the explainer read (its last call); a module called again
+    on other shapes in the same forward (one activation module shared by a stem and a head, as
+    EfficientNet ports do) keeps those other outputs.  Only the sizes after the batch count."""
 
     def hook(_module: nn.Module, _inputs: object, output: object) -> object:
         if not isinstance(output, torch.Tensor):
@@ -105,6 +113,8 @@ def replace_output(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]
                 f"the layer returns {type(output).__name__}; ablation needs a layer whose output "
                 "is one tensor"
             )
+        if like is not None and tuple(output.shape[1:]) != tuple(like[1:]):
+            return output
         return fn(output)
 
     handle = module.register_forward_hook(hook)

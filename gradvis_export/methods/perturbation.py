@@ -111,15 +111,18 @@ class AblationCAM(ChunkedCAM):
         super().__init__(*args, **kwargs)
         self._only_through: dict[int, bool] = {}
 
-    def only_through_layer(self, x: torch.Tensor, index: int) -> bool:
-        """Does the output depend on x only through the layer (no skip around it)?"""
+    def only_through_layer(
+        self, x: torch.Tensor, index: int, like: torch.Size | None = None
+    ) -> bool:
+        """Does the output depend on x only through the layer's output of shape `like` (no
+        skip around it)?"""
         if index in self._only_through:
             return self._only_through[index]
         if is_tracing():
             return False  # unknown here: the always-correct path
         _, layer = self.layers[index]
         probe = x[:1].detach().requires_grad_(True)
-        with torch.enable_grad(), replace_output(layer, lambda out: out.detach()):
+        with torch.enable_grad(), replace_output(layer, lambda out: out.detach(), like):
             output = self.model(probe)
         tensors = (
             [output]
@@ -139,7 +142,7 @@ class AblationCAM(ChunkedCAM):
         x = ctx.x.detach()
         channels = activation.shape[1]
         _, layer = self.layers[ctx.index]
-        suffix_only = self.only_through_layer(x, ctx.index)
+        suffix_only = self.only_through_layer(x, ctx.index, activation.shape)
         ablated = []
         with torch.no_grad():
             for start, stop in chunks(channels, self.chunk_size):
@@ -154,7 +157,7 @@ class AblationCAM(ChunkedCAM):
                         out = repeat_samples(out, copies)
                     return out * keep.view(*keep.shape, *([1] * (out.dim() - 2)))
 
-                with replace_output(layer, ablate):
+                with replace_output(layer, ablate, activation.shape):
                     output = self.model(x if suffix_only else repeat_samples(x, copies))
                 ablated.append(self.chunk_scores(output, ctx, copies))
         y = ctx.scores.unsqueeze(1)

@@ -34,6 +34,7 @@ __all__ = [
     "InputSpec",
     "OutputSpec",
     "Preprocess",
+    "cpp_status",
     "load",
     "stream",
     "untrusted_reason",
@@ -95,6 +96,16 @@ def load(
         raise _damaged(path, backend, error) from None
     spec = ArtifactSpec.from_json(record, where=str(path))
     return Explainer(path, backend, spec, run)
+
+
+def cpp_status() -> str:
+    """One line on the optional C++ runtime (`backend="cpp"`): built, with or without its ONNX
+    Runtime backend, or why it is missing and the pip command that builds it.  `pip install`
+    skips a C++ build it cannot do and pip hides that at its default verbosity, so this is
+    where a user finds out (`gradvis info` prints it)."""
+    from gradvis_runtime.backends.libtorch import cpp_status as status
+
+    return status()
 
 
 def _damaged(path: Path, backend: str, error: BaseException) -> ValueError:

@@ -25,7 +25,8 @@ def default_workers(artifact: str | os.PathLike, threads: int | None) -> int:
 
 
 class EagerBackend:
-    """An explainer module run in PyTorch: clip (1,3,T,S,S) float32 -> named NumPy outputs."""
+    """An explainer module run in PyTorch: clip (1,3,T,S,S) or frames (N,3,S,S) float32 ->
+    named NumPy outputs."""
 
     def __init__(self, explainer: torch.nn.Module) -> None:
         self.explainer = explainer
@@ -57,30 +58,57 @@ class ArtifactBackend:
         )
         self.spec = self.runtime.spec
         data = self.spec.data_inputs
-        if len(data) > 1 or not self.spec.is_video:
+        if len(data) > 1 or data[0].layout is None:
             takes = ", ".join(f"{s.name} {tuple(s.shape)} ({s.layout or '-'})" for s in data)
             raise InputError(
-                f"{str(path)!r} takes {takes}; the video job feeds it clips of one video "
-                "(one data input, layout BCTHW float or BTHWC uint8)"
+                f"{str(path)!r} takes {takes}; the video job feeds it the frames of one video "
+                "(one data input: clips BCTHW float or BTHWC uint8, images BCHW float or BHWC "
+                "uint8)"
+            )
+        known = {"target", "label", "box", "mask"}
+        other = [s.name for s in self.spec.target_inputs if s.name not in known]
+        if other:
+            raise InputError(
+                f"{str(path)!r} needs target inputs {', '.join(other)}: the video job fills "
+                "class, box and mask targets only; run it with gradvis_runtime.load(path).run(...)"
+            )
+        height, width = self.spec.frame_size
+        if height != width:
+            raise InputError(
+                f"{str(path)!r} takes {height}x{width} frames; the video job feeds square "
+                "frames: export it for a square input"
             )
 
     @property
     def uint8_input(self) -> bool:
         return self.spec.uint8
 
-    def check(self, clip_len: int, size: int) -> None:
-        """The artifact must take clips of clip_len frames at size^2."""
-        have = (self.spec.clip_len, self.spec.frame_size)
-        if have != (clip_len, (size, size)):
-            want = (
-                ["B", clip_len, size, size, 3]
-                if self.uint8_input
-                else ["B", 3, clip_len, size, size]
-            )
-            raise InputError(
-                f"the artifact takes input {tuple(self.spec.map_spec.shape)} but the video job "
-                f"makes clips {tuple(want)}: pass --clip-len and --size matching the artifact"
-            )
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        """The artifact's target inputs (`target`; `box`, `label` of a detector; `mask`)."""
+        return tuple(s.name for s in self.spec.target_inputs)
 
-    def __call__(self, clip: np.ndarray, target: int) -> dict[str, np.ndarray]:
+    @property
+    def mask_shape(self) -> tuple[int, int] | None:
+        """(H, W) of a segmentation target's mask input, when the contract fixes it."""
+        for s in self.spec.target_inputs:
+            if (
+                s.name == "mask"
+                and len(s.shape) == 3
+                and all(isinstance(d, int) for d in s.shape[1:])
+            ):
+                return tuple(s.shape[1:])
+        return None
+
+    @property
+    def per_frame(self) -> bool:
+        """An image artifact: the video job feeds it frames, not clips."""
+        return not self.spec.is_video
+
+    def __call__(
+        self, clip: np.ndarray, target: int | dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """`target`: a class for every sample, or the target inputs by name (FrameTargets)."""
+        if isinstance(target, dict):
+            return self.runtime.run(clip, **target)
         return self.runtime.run(clip, target=np.full((clip.shape[0],), target, dtype=np.int64))

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from gradvis_export.apps.video.encode import exact_rate
 from gradvis_export.apps.video.overlay import yuv_planes
 from gradvis_export.errors import VideoError
 
@@ -19,11 +20,28 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """What `probe` reads from the headers: enough to re-encode at the input's exact timing.
+
+    `fps` (float) is kept for callers that only need an approximate rate; `rate` is the exact
+    average rate (e.g. Fraction(30000, 1001)) so an encoder does not round 29.97 to 30, and
+    `time_base` the unit of the video frames' pts, so a variable-rate video keeps them.
+    """
+
     path: Path
     width: int
     height: int
     fps: float
     frames: int | None  # the container's count; None when it does not say
+    # the new fields have defaults so VideoInfo(path, width, height, fps, frames) still works;
+    # rate then defaults to exact_rate(fps)
+    rate: Fraction = None  # type: ignore[assignment]
+    time_base: Fraction | None = None  # the video stream's; None when it does not say
+    audio: bool = False  # the file has an audio stream
+    duration: float | None = None  # seconds, if the container says
+
+    def __post_init__(self) -> None:
+        if self.rate is None:
+            object.__setattr__(self, "rate", exact_rate(self.fps))
 
 
 def _open(path: Path):
@@ -47,14 +65,18 @@ def _open(path: Path):
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Size, frame rate and (if the container knows it) frame count, without decoding."""
+    """Size, exact frame rate, time base, audio and (if the container knows them) frame count
+    and duration, from the headers only (no decoding, so it is cheap on long videos)."""
     path = Path(path)
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        rate = Fraction(stream.average_rate or stream.guessed_rate or Fraction(25))
         count = int(stream.frames) if stream.frames else None
         width, height, fps = int(stream.width), int(stream.height), float(rate)
+        time_base = Fraction(stream.time_base) if stream.time_base else None
+        audio = bool(container.streams.audio)
+        duration = _duration(container, stream, time_base)
     except Exception as error:  # a damaged header: no codec context, absurd rates, ...
         raise VideoError(
             f"{str(path)!r} has a video stream ffmpeg cannot describe ({type(error).__name__}); "
@@ -64,7 +86,16 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         container.close()
     if width <= 0 or height <= 0 or not fps > 0:
         raise VideoError(f"{str(path)!r} declares a {width}x{height} video at {fps} fps: damaged")
-    return VideoInfo(path, width, height, fps, count)
+    return VideoInfo(path, width, height, fps, count, rate, time_base, audio, duration)
+
+
+def _duration(container, stream, time_base: Fraction | None) -> float | None:
+    """The video stream's duration in seconds, else the container's (the longest stream's)."""
+    if stream.duration and time_base and stream.duration > 0:
+        return float(stream.duration * time_base)
+    if container.duration and container.duration > 0:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
 
 
 def decode_frames(path: str | os.PathLike, convert: Callable[[object], T]) -> Iterator[T]:

@@ -259,3 +259,58 @@ def signed_image(values: np.ndarray) -> np.ndarray:
     """(H, W, 3) signed values (a guided gradient) -> uint8 RGB, 0 at mid-grey."""
     scale = float(np.abs(values).max()) or 1.0
     return ((values / scale * 0.5 + 0.5).clip(0, 1) * 255).round().astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=256)
+def _label_masks(text: str, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """(outline, fill) boolean masks of `text` in OpenCV's Hershey font, sized for a frame of
+    `height` rows (readable from 120 to 2160 rows): a white fill on a black outline reads on any
+    picture."""
+    import cv2
+
+    scale = max(0.45, height / 720.0 * 0.9)
+    thick = max(1, round(scale * 2))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    pad = thick + 2
+    canvas = np.zeros((th + base + 2 * pad, tw + 2 * pad), np.uint8)
+    origin = (pad, pad + th)
+    # drawn at 255 and cut at half: anti-aliased at value 1, a thin stroke rounds away to 0
+    cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick + 2, cv2.LINE_AA)
+    outline = canvas > 127
+    canvas[...] = 0
+    cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick, cv2.LINE_AA)
+    return outline, canvas > 127
+
+
+def _label_corner(height: int) -> int:
+    return max(2, height // 60) // 2 * 2  # even: chroma pairs stay aligned
+
+
+def draw_label(frame: np.ndarray, text: str) -> np.ndarray:
+    """`text` (the predicted label and score) in the top-left corner of a uint8 RGB frame."""
+    out = frame.copy()
+    outline, fill = _label_masks(text, out.shape[0])
+    at = _label_corner(out.shape[0])
+    h, w = min(outline.shape[0], out.shape[0] - at), min(outline.shape[1], out.shape[1] - at)
+    region = out[at : at + h, at : at + w]
+    region[outline[:h, :w]] = 0
+    region[fill[:h, :w]] = 255
+    return out
+
+
+def draw_label_yuv420(yuv: np.ndarray, text: str) -> np.ndarray:
+    """`draw_label` on a yuv420p frame: white on black in luma, grey (no colour) in chroma."""
+    out = yuv.copy()
+    luma, u, v = yuv_planes(out)
+    outline, fill = _label_masks(text, luma.shape[0])
+    at = _label_corner(luma.shape[0])
+    h = min(outline.shape[0], luma.shape[0] - at) // 2 * 2
+    w = min(outline.shape[1], luma.shape[1] - at) // 2 * 2
+    outline, fill = outline[:h, :w], fill[:h, :w]
+    region = luma[at : at + h, at : at + w]
+    region[outline] = 16
+    region[fill] = 235
+    chroma = outline.reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3))
+    for plane in (u, v):
+        plane[at // 2 : at // 2 + h // 2, at // 2 : at // 2 + w // 2][chroma] = 128
+    return out

@@ -22,15 +22,17 @@ from gradvis_export.apps.video.clips import Clip, FrameAverager, SlidingClips
 from gradvis_export.apps.video.decode import (
     decode_frames,
     probe,
-    resized_rgb24,
     rgb24,
     yuv420,
     yuv420_to_rgb24,
 )
 from gradvis_export.apps.video.encode import mp4_writer
+from gradvis_export.apps.video.framing import Framing
 from gradvis_export.apps.video.overlay import (
     draw_boxes,
     draw_boxes_yuv420,
+    draw_label,
+    draw_label_yuv420,
     frame_boxes,
     overlay,
     overlay_yuv420,
@@ -38,18 +40,27 @@ from gradvis_export.apps.video.overlay import (
     signed_image,
     upsample_map,
 )
+from gradvis_export.apps.video.targets import CLASS_INPUTS, FrameTargets
 from gradvis_export.apps.video.worker import BACKGROUND_NICE, InOrderPool, OrderedWorker, Prefetch
 from gradvis_export.errors import InputError, VideoError
 
-#: clip (1, 3, T, S, S) float32 normalised, or (1, T, S, S, 3) uint8 -> named outputs
-Backend = Callable[[np.ndarray, int], dict[str, np.ndarray]]
+#: (clip (1, 3, T, S, S) float32 normalised or (1, T, S, S, 3) uint8 -- for an image model
+#: (VideoOptions.per_frame) frames (N, 3, S, S) float32 or (N, S, S, 3) uint8 --, the class to
+#: explain or, with VideoOptions.targets, the target inputs by name) -> named outputs
+Backend = Callable[[np.ndarray, "int | dict[str, np.ndarray]"], dict[str, np.ndarray]]
 
 
 @dataclass
 class VideoOptions:
-    clip_len: int
-    stride: int
+    clip_len: int  # frames per clip; an image model: frames per call (the batch)
+    stride: int  # frames between clip starts; an image model: = clip_len
     size: int
+    per_frame: bool = False  # an image model: every frame explained on its own
+    resize: str = "crop"  # crop | pad | squash: how a frame becomes the model's square
+    label: bool = True  # draw the predicted label and score on the frames
+    audio: bool = True  # copy the input's audio stream into the MP4
+    # a detection / segmentation explainer's target inputs per frame (apps/video/targets.py)
+    targets: FrameTargets | None = None
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
     target: int = -1  # class to explain, -1 = each clip's predicted class
@@ -98,6 +109,22 @@ def normalise_clip(frames: list[np.ndarray], mean, std) -> np.ndarray:
     out *= np.float32(1.0 / 255.0) / std
     out -= np.asarray(mean, np.float32)[:, None, None, None] / std
     return out[None]
+
+
+def normalise_frames(frames: list[np.ndarray], mean, std) -> np.ndarray:
+    """N x (S, S, 3) uint8 -> (N, 3, S, S) float32, (x/255 - mean) / std."""
+    return np.ascontiguousarray(normalise_clip(frames, mean, std)[0].transpose(1, 0, 2, 3))
+
+
+def frames_as_clip(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An image model's outputs for N frames as one clip's: maps (N, [3,] S, S) ->
+    (1, [3,] N, S, S); logits stay (N, K), one row per frame."""
+    result = dict(outputs)
+    for key in ("heatmap", "cam"):
+        if key in outputs:
+            value = np.asarray(outputs[key])
+            result[key] = (value.transpose(1, 0, 2, 3) if value.ndim == 4 else value)[None]
+    return result
 
 
 def clip_maps(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -169,7 +196,9 @@ def explain_video(
     _check_outputs(video, paths)
     info = probe(video)
     summary = VideoSummary(width=info.width, height=info.height, fps=info.fps)
-    clips: SlidingClips[np.ndarray] = SlidingClips(options.clip_len, options.stride)
+    framing = Framing.of(options.resize, info.width, info.height, options.size)
+    stride = options.clip_len if options.per_frame else options.stride
+    clips: SlidingClips[np.ndarray] = SlidingClips(options.clip_len, stride)
     averager = FrameAverager()
     originals: dict[int, np.ndarray] = {}
     clip_records: list[dict[str, object]] = []
@@ -187,9 +216,14 @@ def explain_video(
                 "width": info.width,
                 "height": info.height,
                 "fps": info.fps,
-                "clip_len": options.clip_len,
-                "stride": options.stride,
+                "rate": f"{info.rate.numerator}/{info.rate.denominator}",
+                **(
+                    {"per_frame": True, "batch": options.clip_len}
+                    if options.per_frame
+                    else {"clip_len": options.clip_len, "stride": options.stride}
+                ),
                 "size": options.size,
+                **framing.record(),
                 "target": options.target,
                 **(metadata or {}),
             }
@@ -208,21 +242,41 @@ def explain_video(
         nice = BACKGROUND_NICE if options.workers == 1 else 0  # see worker.BACKGROUND_NICE
         worker = stack.enter_context(OrderedWorker(nice=nice))
 
+        def class_name(index: int) -> str:
+            return options.labels[index] if options.labels else f"class {index}"
+
+        def label_text(probs: np.ndarray | None, given: dict[str, object]) -> str:
+            """The predicted class and score; without class scores (a detector, a segmenter)
+            the class explained."""
+            if probs is not None:
+                best = int(probs.argmax())
+                return f"{class_name(best)} {float(probs[best]):.2f}"
+            index = next((given[n] for n in CLASS_INPUTS if n in given), options.target)
+            return f"target: {class_name(index)}" if index >= 0 else "target: best class"
+
+        def frame_inputs(frame_index: int) -> dict[str, object]:
+            """This frame's target values (frame pixels), as given."""
+            return options.targets.values(frame_index) if options.targets else {}
+
         def render_rgb(
-            frame: np.ndarray, values: dict[str, np.ndarray], boxes: list[list[float]]
+            frame: np.ndarray, values: dict[str, np.ndarray], boxes: list[list[float]], text: str
         ) -> np.ndarray:
             """The overlay (and the panel) of one RGB frame."""
             h, w = frame.shape[:2]
             heat = (
                 F.interpolate(
-                    torch.from_numpy(values["map"])[None, None], size=(h, w), mode="bilinear"
+                    torch.from_numpy(framing.to_frame(values["map"]))[None, None],
+                    size=(h, w),
+                    mode="bilinear",
                 )[0, 0]
                 .clamp(0, 1)
                 .numpy()
             )
             image = overlay(frame, heat, options.alpha)
-            if options.boxes:
+            if boxes:
                 image = draw_boxes(image, boxes)
+            if text:
+                image = draw_label(image, text)
             if options.panel:
                 parts = [frame, image]
                 if "guided" in values:
@@ -237,52 +291,65 @@ def explain_video(
         planar = not options.panel and info.width % 2 == 0 and info.height % 2 == 0
 
         def render(frame_index: int, values: dict[str, np.ndarray], clip_ids: list[int]) -> None:
-            """Overlay, boxes, encode and JSON of one frame, on the render thread."""
+            """Overlay, boxes, label, encode and JSON of one frame, on the render thread."""
             nonlocal write_mp4
-            frame = originals.pop(frame_index)
+            frame, pts = originals.pop(frame_index)
             h, w = (frame.shape[0] * 2 // 3, frame.shape[1]) if planar else frame.shape[:2]
+            seen = framing.to_frame(values["map"])  # the map over the frame's pixels
             boxes = []
             if options.boxes or json_file is not None:
-                boxes = frame_boxes(values["map"], w, h, options.box_threshold)
+                boxes = frame_boxes(seen, w, h, options.box_threshold)
+            probs, given = values.get("prob"), frame_inputs(frame_index)
+            text = label_text(probs, given) if options.label else ""
+            drawn = boxes if options.boxes else []
+            if "box" in given:  # the detection explained
+                drawn = [*drawn, list(given["box"])]
             if planar:
-                heat = upsample_map(quantise(values["map"]), h // 2, w // 2)
+                heat = upsample_map(quantise(seen), h // 2, w // 2)
                 image = overlay_yuv420(frame, heat, options.alpha)
-                if options.boxes:
-                    image = draw_boxes_yuv420(image, boxes)
+                if drawn:
+                    image = draw_boxes_yuv420(image, drawn)
+                if text:
+                    image = draw_label_yuv420(image, text)
             else:
-                image = render_rgb(frame, values, boxes)
+                image = render_rgb(frame, values, drawn, text)
             if out_path is not None:
                 if write_mp4 is None:
                     ih, iw = (h, w) if planar else image.shape[:2]
                     write_mp4 = mp4_stack.enter_context(
                         mp4_writer(
                             out_path,
-                            info.fps,
+                            info.rate,
                             iw + iw % 2,
                             ih + ih % 2,
                             frame_format="yuv420p" if planar else "rgb24",
                             preset=options.preset,
+                            time_base=info.time_base,
+                            audio_from=video if options.audio and info.audio else None,
+                            warn=warn,
                         )
                     )
                 even = image
                 if not planar and (image.shape[0] % 2 or image.shape[1] % 2):
                     pad = ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0))
                     even = np.pad(image, pad, mode="edge")
-                write_mp4(even)
+                write_mp4(even, pts)
             if gif_path is not None:
                 gif_frames.append(yuv420_to_rgb24(image) if planar else image)
             if json_file is not None:
-                probs = values["prob"]
-                best = int(probs.argmax())
+                best = int(probs.argmax()) if probs is not None else None
                 entry = {
                     "frame": frame_index,
-                    "clips": clip_ids,
+                    # the clips averaged into this frame; an image model: the call (batch)
+                    **({"batch": clip_ids[0]} if options.per_frame else {"clips": clip_ids}),
                     "class": best,
-                    "label": options.labels[best] if options.labels else None,
-                    "score": round(float(probs[best]), 6),
+                    "label": options.labels[best] if options.labels and best is not None else None,
+                    "score": round(float(probs[best]), 6) if best is not None else None,
                     "target": options.target,
                     "boxes": boxes,
                 }
+                if given:
+                    entry["inputs"] = {k: (True if k == "mask" else v) for k, v in given.items()}
                 comma = ",\n" if frame_index else ""
                 json_file.write(comma + json.dumps(entry))
             summary.frames += 1
@@ -290,22 +357,42 @@ def explain_video(
                 bar.update(1)
 
         def explain_clip(clip: Clip[np.ndarray]) -> dict[str, np.ndarray]:
-            """Preprocess and explain one clip (on a pool thread when workers > 1)."""
+            """Preprocess and explain one clip (on a pool thread when workers > 1); an image
+            model's clip is a batch of frames."""
             if options.uint8_input:
-                batch = np.ascontiguousarray(np.stack(clip.items)[None])
+                batch = np.ascontiguousarray(np.stack(clip.items))
+                batch = batch if options.per_frame else batch[None]
+            elif options.per_frame:
+                batch = normalise_frames(clip.items, options.mean, options.std)
             else:
                 batch = normalise_clip(clip.items, options.mean, options.std)
-            return backend(batch, options.target)
+            target: int | dict[str, np.ndarray] = options.target
+            if options.targets is not None:  # one row per frame; a clip: its middle frame's
+                rows = (
+                    [clip.start + min(i, clip.valid - 1) for i in range(len(clip.items))]
+                    if options.per_frame
+                    else [clip.start + (clip.valid - 1) // 2]
+                )
+                target = options.targets.batch(rows, framing)
+            outputs = backend(batch, target)
+            return frames_as_clip(outputs) if options.per_frame else outputs
 
         def add_clip(clip: Clip[np.ndarray], outputs: dict[str, np.ndarray]) -> None:
             """Average an explained clip's maps and probabilities into its frames."""
             maps = clip_maps(outputs)
-            probs = softmax(np.asarray(outputs["logits"])[0].astype(np.float64))
+            scored = "logits" in outputs  # a classifier (detectors, segmenters: no class scores)
+            logits = np.asarray(outputs["logits"] if scored else np.zeros((1, 1))).astype(
+                np.float64
+            )
+            probs = softmax(logits[0])
             for frame_index in clip.frames():
                 i = frame_index - clip.start
                 values = {key: value[i] for key, value in maps.items()}
-                values["prob"] = probs
+                if scored:
+                    values["prob"] = softmax(logits[i]) if options.per_frame else probs
                 averager.add(frame_index, values, clip.index)
+            if options.per_frame or not scored:  # nothing of its own to record
+                return
             best = int(probs.argmax())
             clip_records.append(
                 {
@@ -320,7 +407,8 @@ def explain_video(
 
         def convert(frame) -> tuple[np.ndarray, np.ndarray]:
             """A decoded frame -> (the frame to render on, the model's input frame)."""
-            return (yuv420(frame) if planar else rgb24(frame)), resized_rgb24(frame, options.size)
+            shown = yuv420(frame) if planar else rgb24(frame)
+            return (shown, frame.pts), framing.model_input(frame)
 
         def final_before() -> int:
             """Frames below this get no more maps: no later clip, no clip still explaining."""
@@ -328,7 +416,12 @@ def explain_video(
             return min(clips.final_before, waiting[0].start) if waiting else clips.final_before
 
         pool = stack.enter_context(InOrderPool(explain_clip, options.workers))
-        frames = stack.enter_context(Prefetch(decode_frames(video, convert), nice=nice))
+        # decoded frames kept ready: two calls' worth of new frames for every worker (an image
+        # model takes a whole batch of new frames per call), at least 8, at most 32
+        depth = min(32, max(8, 2 * stride * options.workers))
+        frames = stack.enter_context(
+            Prefetch(decode_frames(video, convert), depth=depth, nice=nice)
+        )
         for frame, small in frames:
             originals[clips.count] = frame
             for clip in clips.push(small):
@@ -341,7 +434,7 @@ def explain_video(
                 add_clip(*done)
         for done in pool.drain():
             add_clip(*done)
-        if clips.padded:
+        if clips.padded and not options.per_frame:
             warn(
                 f"the video has {clips.count} frame(s), fewer than one clip of "
                 f"{options.clip_len}: padded by repeating the last frame {clips.padded} time(s)"
@@ -358,7 +451,10 @@ def explain_video(
             raise VideoError(f"{str(video)!r} has no frames")
         summary.clips, summary.padded = clips.clips, clips.padded
         if json_file is not None:
-            json_file.write("\n], " + json.dumps({"clips": clip_records})[1:])
+            if options.per_frame:  # no clips: the frames are the whole record
+                json_file.write("\n]}")
+            else:
+                json_file.write("\n], " + json.dumps({"clips": clip_records})[1:])
             json_file.close()
         if gif_path is not None:
             stack.enter_context(_write_gif(gif_path, gif_frames, info.fps))

@@ -3,6 +3,7 @@ C++ library (gradvis::Explainer) via the pybind11 bridge `gradvis_runtime._cpp`.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -57,21 +58,63 @@ def open_aoti(path: Path, threads: int | None) -> Opened:
     return record, run
 
 
+#: how to build the C++ runtime (README, "C++"), in the gradvis source folder;
+#: GRADVIS_REQUIRE_CPP=1 makes pip stop with the build's error instead of skipping the build
+BUILD_CPP = "GRADVIS_REQUIRE_CPP=1 pip install --no-build-isolation -e ."
+HOW_TO_BUILD = (
+    f"build it in the gradvis source folder with `{BUILD_CPP}` (needs CMake, a C++ compiler "
+    "and torch installed; GRADVIS_REQUIRE_CPP=1 makes pip show the build's error instead of "
+    "skipping the build)"
+)
+
+
+def _cpp_module(what: str):  # noqa: ANN202 - the extension module
+    """`gradvis_runtime._cpp`, or an ImportError saying why not and how to build it.
+
+    `pip install` skips a C++ build it cannot do, and shows that only with -v, so the first
+    place a user can learn of it is here, when the C++ runtime is asked for."""
+    try:
+        _torch(None)  # loads libtorch / libc10 that the extension links to
+    except ImportError as error:
+        raise ImportError(f"{what} needs torch (pip install torch), which is missing") from error
+    try:
+        _cpp = importlib.import_module("gradvis_runtime._cpp")
+    except ModuleNotFoundError as error:
+        if error.name != "gradvis_runtime._cpp":
+            raise
+        raise ImportError(
+            f"{what} needs the compiled extension gradvis_runtime._cpp (the C++ runtime), "
+            "which was not built: `pip install` skips it when it cannot build it and says so "
+            f"only with -v; {HOW_TO_BUILD}"
+        ) from error
+    except ImportError as error:  # built, but for another torch, or a library is missing
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ImportError(
+            f"{what} needs the compiled extension gradvis_runtime._cpp (the C++ runtime), "
+            f"which is there but cannot be loaded ({reason}); rebuild it against this torch: "
+            f"{HOW_TO_BUILD}"
+        ) from error
+    return _cpp
+
+
+def cpp_status() -> str:
+    """One line on the C++ runtime: built (with or without its ONNX backend), or why not and
+    the command that builds it, for `gradvis info` (pip hides a skipped build)."""
+    try:
+        _cpp = _cpp_module("backend='cpp'")
+    except ImportError as error:
+        return f"C++ runtime: not available: {error}"
+    onnx = "with" if getattr(_cpp, "has_onnxruntime", False) else "without"
+    return f"C++ runtime: built (gradvis {_cpp.version}, {onnx} its ONNX Runtime backend)"
+
+
 def open_cpp(path: Path, threads: int | None) -> Opened:
     """The C++ library: TorchScript and AOTInductor artifacts, and ONNX ones when it was built
     with ONNX Runtime.  It parses and checks the contract itself (the same fields)."""
     onnx = path.suffix.lower() == ".onnx"
     if not onnx:
         check_archive(path, package=path.suffix.lower() == ".pt2")  # as the library tells them
-    _torch(None)  # loads libtorch / libc10 that the extension links to
-    try:
-        from gradvis_runtime import _cpp
-    except ImportError as error:
-        raise ImportError(
-            "backend='cpp' needs the compiled extension gradvis_runtime._cpp, which was not "
-            f"built ({error}); install CMake and a C++ compiler, then reinstall with "
-            "`pip install --no-build-isolation -e .`"
-        ) from error
+    _cpp = _cpp_module("backend='cpp'")
     if onnx and not getattr(_cpp, "has_onnxruntime", False):
         raise ValueError(
             "this build of the C++ library has no ONNX Runtime backend: rebuild it with "
