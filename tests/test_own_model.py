@@ -43,6 +43,15 @@ def tiny(num_classes=4):
 
 def not_a_model():
     return 42
+
+
+class TwoHeads(nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3)), x.amax((2, 3))
+
+
+def two_heads():
+    return TwoHeads().eval()
 """
 
 
@@ -333,7 +342,7 @@ def factory(tmp_path):
         (["--model", "{factory}:not_a_model"], "returned int, not a torch.nn.Module"),
         (["--model", "no_such_package_xyz.models:fn"], "cannot import 'no_such_package_xyz"),
         (["--model", "torchvision:resnet181"], "did you mean resnet18"),
-        (["--model", "torchvision:fcn_resnet50"], "segmentation model"),
+        (["--model", "{factory}:two_heads"], "returns tuple, not (batch, classes) logits"),
         (["--model", "{factory}:tiny", "--labels", "{labels3}"], "has 3 names but the model has 4"),
         (["--model", "{factory}:tiny", "--labels", "missing.txt"], "no such file"),
         (["--model", "torchvision:resnet18", "--checkpoint", "{bad_sd}", "--size", "32"],
@@ -535,3 +544,52 @@ def test_artifact_options_it_fixed_are_refused(image_artifact, tmp_path, capsys,
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err, err
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_eager_torchvision_segmenter_per_frame_with_a_mask(tmp_path, capsys):
+    """`--model torchvision:lraspp_mobilenet_v3_large --checkpoint ... --mask`: the class summed
+    over the mask, per frame, against eager Grad-CAM with gv.SegmentationTarget on the test's
+    crop of the frames and of the mask."""
+    import torchvision
+    from PIL import Image
+
+    from gradvis_export.apps.sources import ModelSpec, load_model
+    from gradvis_export.apps.video.backends import EagerBackend
+    from gradvis_export.apps.video.targets import frame_targets
+
+    torch.manual_seed(2)
+    model = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=3
+    ).eval()
+    torch.save(model.state_dict(), tmp_path / "seg.pt")
+    video = odd_video(tmp_path / "v.mkv", frames=4, width=96, height=64)
+    mask = np.zeros((64, 96), np.uint8)
+    mask[30:, 20:70] = 255  # the lower middle; the crop keeps x 16..80
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    args = ["--model", "torchvision:lraspp_mobilenet_v3_large", "--checkpoint",
+            str(tmp_path / "seg.pt"), "--num-classes", "3", "--size", "64"]  # fmt: skip
+    out = tmp_path / "o.mp4"
+    code = cli.main(["explain", str(video), *args, "--mask", str(tmp_path / "mask.png"),
+                     "--target", "1", "--out", str(out), "--quiet"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert [f["inputs"] for f in data["frames"]] == [{"target": 1, "mask": True}] * 4
+    # the maps the job computed, against the reference on the test's own crop
+    loaded = load_model(ModelSpec("torchvision:lraspp_mobilenet_v3_large",
+                                  checkpoint=tmp_path / "seg.pt", num_classes=3, size=64))  # fmt: skip
+    assert loaded.task == "segmentation" and loaded.output_size == (64, 64)
+    explainer = cli.explainer_for(loaded, "gradcam")
+    backend = Recording(EagerBackend(explainer))
+    targets = frame_targets(("target", "mask"), loaded.output_size, 96, 64, target=1,
+                            mask=tmp_path / "mask.png")  # fmt: skip
+    options = VideoOptions(clip_len=4, stride=4, size=64, per_frame=True, targets=targets,
+                           mean=MEAN, std=STD)  # fmt: skip
+    explain_video(video, backend, options, sidecar=tmp_path / "o2.json", progress=False)
+    x = torch.from_numpy(crop_frames(video, 64)).permute(0, 3, 1, 2).float() / 255.0
+    x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+    layer = explainer.target_layers[0]
+    reference = gv.GradCAM(model, layer, target=gv.SegmentationTarget("out"))
+    want_mask = torch.from_numpy(mask[:, 16:80] > 0).float().expand(4, 64, 64)
+    want = reference(x, torch.full((4,), 1), mask=want_mask).heatmap
+    assert want.amax() > 0
+    np.testing.assert_allclose(backend.outputs[0]["heatmap"], want.numpy(), atol=1e-4)

@@ -35,17 +35,20 @@ def method_names() -> list[str]:
     return list(METHODS)
 
 
-def cli_explainer(method: str, model, layer: str | None):
+def cli_explainer(method: str, model, layer: str | None, target=None):
     """The explainer `method` as the CLI builds it: the layer for methods that read one, and
-    every activation X3D has (`all`) for the guided ones."""
+    every activation X3D has (`all`) for the guided ones; `target` a gradvis target (default:
+    the class of the logits)."""
     from gradvis_export.methods.registry import make_explainer, method_class
 
     cls = method_class(method)
+    options = {} if target is None else {"target": target}
     return make_explainer(
         method,
         model,
         layer if cls.takes_layer else None,
         activations="all" if cls.takes_activations else None,
+        **options,
     )
 
 
@@ -182,7 +185,18 @@ def load_explainer(args: argparse.Namespace, warn: Callable[[str], None]):
             f"note: no --checkpoint, so {loaded.name} has random weights: the heatmaps show the "
             "machinery, not a trained model's reasoning"
         )
-    return loaded, cli_explainer(args.method, loaded.model, args.layer or loaded.layer)
+    return loaded, explainer_for(loaded, args.method, args.layer)
+
+
+def explainer_for(loaded, method: str, layer: str | None = None):
+    """The explainer of a `sources.LoadedModel`: a segmenter's target is the class summed over
+    its mask (gv.SegmentationTarget), a classifier's the class."""
+    target = None
+    if loaded.task == "segmentation":
+        from gradvis_export.core.targets import SegmentationTarget
+
+        target = SegmentationTarget(loaded.output_key)
+    return cli_explainer(method, loaded.model, layer or loaded.layer, target)
 
 
 def _artifact_labels(args: argparse.Namespace, spec) -> list[str] | None:
@@ -295,12 +309,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 "model: --model torchvision:NAME --checkpoint weights.pt, or --model "
                 "file.py:function (README: Explain a video with your own model)"
             )
-        if args.box is not None or args.mask is not None or args.targets is not None:
+        segmenter = loaded.task == "segmentation"
+        if args.box is not None or (not segmenter and (args.mask or args.targets)):
             raise GradvisError(
-                "--box, --mask and --targets fill the target inputs of a detection or "
-                "segmentation artifact: export one with gv.export, then pass --artifact"
+                "--box, --mask and --targets fill the target inputs of a detector or a "
+                f"segmenter; {loaded.name} is a classifier (a detector: export it with "
+                "gv.export and gv.DetectionTarget, then pass --artifact)"
             )
         targets = None
+        if segmenter and (args.mask is not None or args.targets is not None):
+            from gradvis_export.apps.video.decode import probe
+            from gradvis_export.apps.video.targets import frame_targets
+
+            info = probe(video)
+            targets = frame_targets(
+                ("target", "mask"), loaded.output_size, info.width, info.height,
+                target=args.target, mask=args.mask, targets_file=args.targets,
+            )  # fmt: skip
         per_frame, clip_len, size = not loaded.video, loaded.clip_len, loaded.size
         backend, uint8, labels = EagerBackend(explainer), False, loaded.class_names
         mean, std = loaded.mean, loaded.std

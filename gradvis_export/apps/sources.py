@@ -67,6 +67,11 @@ class LoadedModel:
     class_names: list[str] | None
     trained: bool  # weights from a checkpoint, a shipped model or the user's factory
     shipped: bool = False
+    # "classification": (B, K) logits; "segmentation": dense class scores (B, K, H, W), the
+    # tensor itself or `output_key` of a dict (torchvision's {"out": ...}) at `output_size`
+    task: str = "classification"
+    output_key: str | None = None
+    output_size: tuple[int, int] | None = None
 
     def example(self, batch: int = 1) -> torch.Tensor:
         """A float input of the model's layout (zeros)."""
@@ -103,19 +108,15 @@ def _torchvision(name: str, num_classes: int | None) -> tuple[nn.Module, bool]:
 
     video = tvm.list_models(module=tvm.video)
     segmentation = tvm.list_models(module=tvm.segmentation)
-    classification = tvm.list_models(module=tvm)
-    known = classification + video
-    if name in segmentation:
-        raise InputError(
-            f"torchvision:{name} is a segmentation model: the video job explains classifiers "
-            "(image or video) for now; export it with gv.export and a SegmentationTarget"
-        )
+    known = tvm.list_models(module=tvm) + video + segmentation
     if name not in known:
         raise InputError(
-            f"torchvision has no classification or video model {name!r}{_closest(name, known)} "
-            f"(torchvision.models.list_models() lists them)"
+            f"torchvision has no classification, segmentation or video model "
+            f"{name!r}{_closest(name, known)} (torchvision.models.list_models() lists them)"
         )
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if name in segmentation:  # no backbone weights either: nothing is downloaded
+        kwargs["weights_backbone"] = None
     return tvm.get_model(name, weights=None, **kwargs), name in video
 
 
@@ -215,7 +216,8 @@ def _is_video(model: nn.Module) -> bool | None:
 
 
 def _count_classes(loaded: LoadedModel, spec_name: str) -> int:
-    """One forward on zeros: the model takes the layout and returns (B, K) logits."""
+    """One forward on zeros: the model takes the layout and returns (B, K) logits, or dense
+    class scores (B, K, H, W) of an image segmenter (a tensor, or a dict's "out")."""
     x = loaded.example(1)
     try:
         with torch.no_grad():
@@ -229,11 +231,19 @@ def _count_classes(loaded: LoadedModel, spec_name: str) -> int:
             f"--model {spec_name!r} does not run on {kind} {tuple(x.shape)} "
             f"({type(error).__name__}: {str(error).splitlines()[0][:160]}); pass {fix}"
         ) from None
+    key = None
+    if isinstance(out, dict) and isinstance(out.get("out"), torch.Tensor):
+        key, out = "out", out["out"]
+    if isinstance(out, torch.Tensor) and out.dim() == 4 and not loaded.video:
+        loaded.task, loaded.output_key = "segmentation", key
+        loaded.output_size = (int(out.shape[2]), int(out.shape[3]))
+        return int(out.shape[1])
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise InputError(
-            f"--model {spec_name!r} returns {shape}, not (batch, classes) logits: the video job "
-            "explains classifiers"
+            f"--model {spec_name!r} returns {shape}, not (batch, classes) logits nor an image "
+            "segmenter's (batch, classes, H, W) scores: the video job explains those; export "
+            "other targets with gv.export (e.g. gv.DetectionTarget) and pass --artifact"
         )
     return int(out.shape[1])
 

@@ -31,8 +31,14 @@ class EagerBackend:
     def __init__(self, explainer: torch.nn.Module) -> None:
         self.explainer = explainer
 
-    def __call__(self, clip: np.ndarray, target: int) -> dict[str, np.ndarray]:
-        out = self.explainer(torch.from_numpy(clip), target)
+    def __call__(
+        self, clip: np.ndarray, target: int | dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        if isinstance(target, dict):  # the target inputs by name (a segmenter's mask, ...)
+            inputs = {name: torch.from_numpy(value) for name, value in target.items()}
+            out = self.explainer(torch.from_numpy(clip), **inputs)
+        else:
+            out = self.explainer(torch.from_numpy(clip), target)
         return {name: value.numpy() for name, value in zip(out._fields, out)}
 
 
