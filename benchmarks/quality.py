@@ -138,7 +138,7 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def explain(method: str, model, layer: str, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    from gradvis_export.apps.cli import cli_explainer
+    from gradvis_export.apps.explain import cli_explainer
 
     if method == RANDOM:  # baseline: a map that knows nothing
         gen = torch.Generator().manual_seed(int(x.abs().sum() * 1000) % 2**31)

@@ -37,7 +37,7 @@ class GradVis:
     def compute_grad(
         self, input_tensor: torch.Tensor, path: str | os.PathLike, target: int | None = None
     ) -> Path:
-        from gradvis_export.apps.cli import cli_explainer
+        from gradvis_export.apps.explain import cli_explainer
         from gradvis_export.apps.video.encode import mp4_writer
         from gradvis_export.apps.video.overlay import overlay
 
