@@ -287,8 +287,10 @@ def _label_corner(height: int) -> int:
 
 
 def draw_label(frame: np.ndarray, text: str) -> np.ndarray:
-    """`text` (the predicted label and score) in the top-left corner of a uint8 RGB frame."""
-    out = frame.copy()
+    """`text` (the predicted label and score) in the top-left corner of a uint8 RGB frame,
+    drawn into the frame itself (the video job draws on the overlay it just made) and
+    returned."""
+    out = frame
     outline, fill = _label_masks(text, out.shape[0])
     at = _label_corner(out.shape[0])
     h, w = min(outline.shape[0], out.shape[0] - at), min(outline.shape[1], out.shape[1] - at)
@@ -299,8 +301,9 @@ def draw_label(frame: np.ndarray, text: str) -> np.ndarray:
 
 
 def draw_label_yuv420(yuv: np.ndarray, text: str) -> np.ndarray:
-    """`draw_label` on a yuv420p frame: white on black in luma, grey (no colour) in chroma."""
-    out = yuv.copy()
+    """`draw_label` on a yuv420p frame, in place: white on black in luma, grey (no colour) in
+    chroma."""
+    out = yuv
     luma, u, v = yuv_planes(out)
     outline, fill = _label_masks(text, luma.shape[0])
     at = _label_corner(luma.shape[0])

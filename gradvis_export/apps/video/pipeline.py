@@ -259,13 +259,17 @@ def explain_video(
             return options.targets.values(frame_index) if options.targets else {}
 
         def render_rgb(
-            frame: np.ndarray, values: dict[str, np.ndarray], boxes: list[list[float]], text: str
+            frame: np.ndarray,
+            values: dict[str, np.ndarray],
+            seen: np.ndarray,
+            boxes: list[list[float]],
+            text: str,
         ) -> np.ndarray:
-            """The overlay (and the panel) of one RGB frame."""
+            """The overlay (and the panel) of one RGB frame; `seen` the map over its pixels."""
             h, w = frame.shape[:2]
             heat = (
                 F.interpolate(
-                    torch.from_numpy(framing.to_frame(values["map"]))[None, None],
+                    torch.from_numpy(seen)[None, None],
                     size=(h, w),
                     mode="bilinear",
                 )[0, 0]
@@ -312,7 +316,7 @@ def explain_video(
                 if text:
                     image = draw_label_yuv420(image, text)
             else:
-                image = render_rgb(frame, values, drawn, text)
+                image = render_rgb(frame, values, seen, drawn, text)
             if out_path is not None:
                 if write_mp4 is None:
                     ih, iw = (h, w) if planar else image.shape[:2]
