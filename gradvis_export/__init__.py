@@ -7,6 +7,7 @@ import os as _os
 # (no effect if OpenMP was already loaded, e.g. torch imported first).
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from gradvis_export import metrics as metrics  # gv.metrics: the faithfulness metrics
 from gradvis_export._version import __version__
 from gradvis_export.apps.legacy import GradVis
 from gradvis_export.core.explainer import Explainer, ExplainerOutput, GuidedGradCAMOutput
