@@ -43,7 +43,8 @@ CLIP_TARGET_VS_PLAIN = 1.3
 CLIP_REPEATS, CLIP_QUICK_REPEATS = 20, 5
 
 #: what the registry cannot know of each CAM method: pytorch-grad-cam's class and our label.
-#: It must cover exactly the registry's CAM family (`cam_methods()` checks).
+#: It must cover exactly the registry's CAM family (`cam_methods()` checks).  None: pytorch-grad-cam
+#: has no such method (no eager baseline to time against).
 CAM_TABLE = {
     "gradcam": ("GradCAM", "Grad-CAM"),
     "gradcam++": ("GradCAMPlusPlus", "Grad-CAM++"),
@@ -55,6 +56,7 @@ CAM_TABLE = {
     "eigengradcam": ("EigenGradCAM", "EigenGradCAM"),
     "scorecam": ("ScoreCAM", "ScoreCAM"),
     "ablationcam": ("AblationCAM", "AblationCAM"),
+    "reciprocam": (None, "ReciproCAM"),
 }
 #: --quick's CAM methods (one per code path: gradient, principal component, chunked)
 QUICK_CAM_METHODS = ("gradcam", "eigengradcam", "ablationcam")
@@ -62,7 +64,9 @@ QUICK_CAM_METHODS = ("gradcam", "eigengradcam", "ablationcam")
 CAM_TARGET_VS_PLAIN = 1.15
 #: pytorch-grad-cam eager / our onnxruntime artifact: at least (every method)
 CAM_TARGET_VS_PGC = 3.0
-#: (runtime, method) of the CAM suite timed apart with --slow-repeats rounds: K full forwards
+#: (runtime, method) of the CAM suite timed apart with --slow-repeats rounds: K full forwards.
+#: Not ReciproCAM: its |S| copies (49 on ResNet-50, 325 on X3D-S) run only the head when the
+#: output depends on the input only through the layer, as on both benchmark models.
 SLOW_CAM = {("onnxruntime", "scorecam"), ("eager", "scorecam"), ("eager", "ablationcam")}
 RUNTIMES = ("onnxruntime", "torchscript", "eager")
 SEED = 0
@@ -102,10 +106,10 @@ def captum_methods() -> tuple[str, ...]:
 class CamMethod:
     name: str  # the registry's public name (--methods, artifact names)
     gv_class: str  # gradvis_export class
-    pgc_class: str  # pytorch_grad_cam class
+    pgc_class: str | None  # pytorch_grad_cam class (None: it has none)
     label: str
     gradient: bool  # a "gradient method" (cls.uses_gradients): held to CAM_TARGET_VS_PLAIN
-    chunked: bool  # takes chunk_size (ScoreCAM, AblationCAM)
+    chunked: bool  # takes chunk_size (ScoreCAM, AblationCAM, ReciproCAM)
 
 
 @cache
@@ -149,7 +153,8 @@ class ModelCase:
     target_layer: str
     interpolate_mode: str
     note: str = ""
-    #: chunk_size of our ScoreCAM / AblationCAM (channels per batched forward)
+    #: chunk_size of our ScoreCAM / AblationCAM (channels per batched forward), ReciproCAM
+    #: (positions per batched forward)
     chunk_sizes: dict[str, int] = field(default_factory=dict)
     #: CAM methods exported with check=False (the export guard would cost minutes)
     unchecked_cam: tuple[str, ...] = ()
@@ -163,7 +168,8 @@ def build_resnet50() -> ModelCase:
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(SEED))
     # layer4 has K = 2048 channels.  ScoreCAM: 16 batched forwards of 128 masked inputs.
     # AblationCAM: the output depends on x only through layer4, so each chunk of 512 ablated
-    # copies of layer4's output runs only avgpool + fc.
+    # copies of layer4's output runs only avgpool + fc; ReciproCAM: its 7x7 = 49 masked copies
+    # in one chunk, through avgpool + fc too.
     return ModelCase(
         "resnet50",
         "ResNet-50 (1x3x224x224)",
@@ -171,7 +177,7 @@ def build_resnet50() -> ModelCase:
         x,
         "layer4",
         "bilinear",
-        chunk_sizes={"scorecam": 128, "ablationcam": 512},
+        chunk_sizes={"scorecam": 128, "ablationcam": 512, "reciprocam": 49},
         unchecked_cam=("scorecam",),
     )
 
@@ -207,7 +213,8 @@ def build_x3d_s() -> ModelCase:
         "Python autograd Function SwishFunction."
     )
     # blocks.4 has K = 192 channels: ScoreCAM in 3 batched forwards of 64, AblationCAM in one
-    # chunk of 192 ablated copies of blocks.4's output through the head (blocks.5).
+    # chunk of 192 ablated copies of blocks.4's output through the head (blocks.5); ReciproCAM
+    # masks its 13x5x5 = 325 positions, in 5 chunks of 65 copies through the head.
     return ModelCase(
         "x3d_s",
         "X3D-S (1x3x13x160x160)",
@@ -216,7 +223,7 @@ def build_x3d_s() -> ModelCase:
         "blocks.4",
         "trilinear",
         note,
-        chunk_sizes={"scorecam": 64, "ablationcam": 192},
+        chunk_sizes={"scorecam": 64, "ablationcam": 192, "reciprocam": 65},
         unchecked_cam=("scorecam",),
     )
 

@@ -301,6 +301,8 @@ def cam_report(
         )
     for name in methods:
         method = cam_methods()[name]
+        if method.pgc_class is None:
+            continue  # no pytorch-grad-cam counterpart
         target_line(
             f"pgc {method.pgc_class} / {method.label}{mark(f'onnxruntime/{name}')}",
             f"eager/{name}",

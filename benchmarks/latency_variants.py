@@ -458,6 +458,8 @@ def build_cam_variants(ex: Exports, methods: list[str]) -> tuple[list[Variant], 
     targets = [ClassifierOutputTarget(target)]
     for name in methods:
         method = cam_methods()[name]
+        if method.pgc_class is None:
+            continue  # not in pytorch-grad-cam (ReciproCAM): ours alone
         key = f"eager/{name}"
         slow = ("eager", name) in SLOW_CAM
         if slow and args.skip_slow:

@@ -24,6 +24,7 @@ the [-1, 1] input much better (tests/test_real_network.py).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -154,3 +155,41 @@ def symmetric_padding(model: nn.Module) -> nn.Module:
             module.same = False
             module.padding = tuple((k - 1) // 2 for k in module.kernel_size)
     return model
+
+
+# ----------------------------------------------- the photos, as ImageNet evaluation feeds them
+
+
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (height, width, 3) uint8, bilinear with antialiasing."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def centre_crop(image: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """The standard evaluation transform: shorter side to `size`, the centre square."""
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    image = resize(image, max(size, round(w * scale)), max(size, round(h * scale)))
+    y, x = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+    return image[y : y + size, x : x + size]
+
+
+def normalise(images: np.ndarray, mean, std) -> torch.Tensor:
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+#: scikit-image's photos of ImageNet things (shipped in its wheel, nothing downloaded):
+#: cat, espresso, rocket, moped (the left image of its stereo pair), tripod (grey), astronaut
+PHOTOS = ("chelsea", "coffee", "rocket", "stereo_motorcycle", "camera", "astronaut")
+
+
+def photo(name: str) -> np.ndarray:
+    """scikit-image's photo `name` as (H, W, 3) uint8 RGB (grey replicated, a pair's left)."""
+    from skimage import data
+
+    image = getattr(data, name)()
+    image = image[0] if isinstance(image, tuple) else image
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]

@@ -56,9 +56,10 @@ X3D_INPUT = (2, 3, 4, 64, 64)  # blocks.4 -> (192, 4, 2, 2)
 
 # The registry's CAM family (gv.METHODS names): one backward pass (or none) each, with
 # pytorch-grad-cam's class of the same method as the reference; ScoreCAM and AblationCAM
-# (extra forward passes) have their own tests below.
+# (extra forward passes) have their own tests below.  ReciproCAM (forward only too) is not in
+# pytorch-grad-cam: its reference, from the paper's formula, is in tests/test_reciprocam.py.
 CAM_FAMILY = [name for name, cls in gv.METHODS.items() if issubclass(cls, gv.BaseCAM)]
-FORWARD_ONLY = ["scorecam", "ablationcam"]
+FORWARD_ONLY = ["scorecam", "ablationcam", "reciprocam"]
 PGC_CLASSES = {
     "gradcam": pgc.GradCAM,
     "gradcam++": pgc.GradCAMPlusPlus,
@@ -685,6 +686,10 @@ def test_temporal_stride_maps_back_to_input_frames(method):
         )
     elif method == "scorecam":
         layer_map = scorecam_reference(model, "features.3", x, "pair12")
+    elif method == "reciprocam":  # the formula's per-position loop (tests/test_reciprocam.py)
+        from test_reciprocam import reference as reciprocam_reference
+
+        layer_map = reciprocam_reference(model, layer, x, [1, 2], gaussian=True)[1]
     else:
         layer_map = ablation_reference(model, "features.3", x, "pair12")
     want = upsample(torch.relu(layer_map), x.shape[2:])

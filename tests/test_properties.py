@@ -31,7 +31,7 @@ K = 4  # classes
 ALL = list(gv.METHODS.values())  # every registered method
 CAM_METHODS = [m for m in ALL if issubclass(m, gv.BaseCAM)]
 GRADIENT_METHODS = [m for m in CAM_METHODS if m.uses_gradients]  # zero gradient: zero map
-assert {gv.EigenCAM, gv.ScoreCAM, gv.AblationCAM}.isdisjoint(GRADIENT_METHODS)
+assert {gv.EigenCAM, gv.ScoreCAM, gv.AblationCAM, gv.ReciproCAM}.isdisjoint(GRADIENT_METHODS)
 PROPERTY = settings(
     max_examples=12,
     deadline=None,
@@ -61,7 +61,7 @@ MODELS = {2: tiny(2), 3: tiny(3)}
 def make(cls, model: nn.Module) -> gv.Explainer:
     if cls is gv.GuidedBackprop:
         return cls(model)
-    if cls in (gv.ScoreCAM, gv.AblationCAM):
+    if cls in (gv.ScoreCAM, gv.AblationCAM, gv.ReciproCAM):
         return cls(model, "3", chunk_size=3)
     return cls(model, "3")
 

@@ -17,9 +17,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
-from efficientnet_lite import MEAN, SIZE, STD, lite0
+from efficientnet_lite import MEAN, SIZE, STD, centre_crop, lite0, normalise, resize
 from skimage import data
 from videos import decode, encode
 
@@ -40,27 +39,6 @@ CAT_BOX = (90, 40, 380, 300)  # chelsea, 451 x 300: the cat's face (its head fil
 CUP_BOX = (170, 15, 410, 290)  # coffee, 600 x 400: the cup, without saucer and spoon
 
 WIDTH, HEIGHT, FPS, PER_PHOTO = 640, 360, 25, 12
-
-
-def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (height, width, 3) uint8, bilinear with antialiasing."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True)
-    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-def centre_crop(image: np.ndarray, size: int = SIZE) -> np.ndarray:
-    """The standard evaluation transform: shorter side to `size`, the centre square."""
-    h, w = image.shape[:2]
-    scale = size / min(h, w)
-    image = resize(image, max(size, round(w * scale)), max(size, round(h * scale)))
-    y, x = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
-    return image[y : y + size, x : x + size]
-
-
-def normalise(images: np.ndarray, mean, std) -> torch.Tensor:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,20 @@ resize equals ours after it (see test_cam_family).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-import torchvision
 from pytorch_grad_cam import GradCAM, LayerCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vit_models import VIT_GRID as GRID
+from vit_models import VIT_LAYER as LAYER
+from vit_models import tiny_vit
 
 import gradvis_export as gv
 
@@ -24,19 +31,10 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
 
-LAYER = "encoder.layers.encoder_layer_0"
-GRID = 4  # 28 px / 7 px patches
-
 
 @pytest.fixture(scope="module")
 def vit():
-    torch.manual_seed(0)
-    model = torchvision.models.VisionTransformer(
-        image_size=28, patch_size=7, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
-        num_classes=5,
-    )  # fmt: skip
-    torch.nn.init.normal_(model.heads.head.weight)  # torchvision starts it at zero
-    return model.eval()
+    return tiny_vit()
 
 
 def tokens_to_grid(t: torch.Tensor) -> torch.Tensor:

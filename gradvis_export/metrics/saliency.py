@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from gradvis_export.core.explainer import check_input
 from gradvis_export.errors import InputError
 
 
@@ -47,19 +48,8 @@ def reduce_channels(heatmap: object, spatial: int, what: str = "the heatmap") ->
 
 
 def check_model_input(x: object, what: str = "x") -> torch.Tensor:
-    """A float image (B,C,H,W) or video (B,C,T,H,W) batch."""
-    if not isinstance(x, torch.Tensor):
-        raise InputError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() not in (4, 5):
-        raise InputError(
-            f"{what} has shape {tuple(x.shape)}; expected an image batch (B,C,H,W) or a video "
-            "batch (B,C,T,H,W) — add the batch dimension with x[None]"
-        )
-    if not x.is_floating_point():
-        raise InputError(f"{what} has dtype {x.dtype}; the metrics take the model's float input")
-    if x.numel() == 0:
-        raise InputError(f"{what} has shape {tuple(x.shape)}: no values")
-    return x
+    """A float image (B,C,H,W) or video (B,C,T,H,W) batch: the explainers' own input check."""
+    return check_input(x, what)
 
 
 def saliency(heatmap: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
