@@ -19,3 +19,8 @@ class ExportError(GradvisError, RuntimeError):
 
 class VideoError(InputError):
     """A video file is missing, unreadable, empty, or not a video."""
+
+
+class OutputError(GradvisError, OSError):
+    """An output could not be written (disk full, read-only or forbidden folder, a folder in
+    the way): one line naming the file and the fix; an older output of that name is kept."""

@@ -1065,3 +1065,53 @@ def test_cli_explain_takes_clip_length_and_size_from_a_float_artifact(tmp_path, 
     data = json.loads(side.read_text())
     assert (data["clip_len"], data["size"]) == (6, 32)
     assert len(data["frames"]) == 9
+
+
+# ----------------------------------------------------------------------------- 7. containers
+
+
+@pytest.mark.parametrize("suffix, container", [(".mkv", "matroska"), (".mov", "mov"),
+                                               (".mp4", "mp4")])  # fmt: skip
+def test_container_follows_the_suffix(tmp_path, suffix, container):
+    video = write_video(tmp_path / "in.mp4", 6, 64, 48)
+    out = tmp_path / f"o{suffix}"
+    explain_video(video, FakeBackend(16, 4), options(), out=out, progress=False)
+    with av.open(str(out)) as c:
+        assert container in c.format.name.split(",")
+        assert c.streams.video[0].codec_context.name == "h264"
+    assert decode(out).shape == (6, 48, 64, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", out.name]
+
+
+def test_avi_and_unknown_suffixes_are_refused_with_the_supported_list(tmp_path, capsys):
+    video = write_video(tmp_path / "in.mp4", 6, 64, 48)
+    for name in ("b.avi", "b.webm", "b"):
+        with pytest.raises(InputError, match=r"\.mp4, \.m4v, \.mov, \.mkv"):
+            explain_video(video, FakeBackend(16, 4), options(), out=tmp_path / name,
+                          progress=False)  # fmt: skip
+    code = cli.main(["explain", str(video), "--model", "x3d_xs", "--size", "32", "--clip-len",
+                     "4", "--out", str(tmp_path / "b.avi"), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "AVI cannot hold H.264" in err[0] and "b.mp4" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]  # nothing written
+
+
+def test_odd_size_is_said_once_and_the_json_records_the_written_size(tmp_path):
+    """321x181 -> a 322x182 H.264 video: one note, the JSON keeps the source size (the boxes'
+    pixels) as width/height and the written one as overlay_width/overlay_height."""
+    video = write_video(tmp_path / "odd.mkv", 6, 321, 181, codec="ffv1", pix_fmt="yuv444p")
+    notes: list[str] = []
+    out, side = tmp_path / "o.mp4", tmp_path / "o.json"
+    explain_video(video, FakeBackend(16, 4), options(), out=out, sidecar=side, progress=False,
+                  warn=notes.append)  # fmt: skip
+    assert decode(out).shape == (6, 182, 322, 3)
+    assert len(notes) == 1 and "321x181" in notes[0] and "322x182" in notes[0], notes
+    data = json.loads(side.read_text())
+    assert (data["width"], data["height"]) == (321, 181)
+    assert (data["overlay_width"], data["overlay_height"]) == (322, 182)
+    notes.clear()  # an even video: no note, no extra keys
+    even = write_video(tmp_path / "even.mp4", 6, 64, 48)
+    explain_video(even, FakeBackend(16, 4), options(), out=out, sidecar=side, progress=False,
+                  warn=notes.append)  # fmt: skip
+    assert notes == [] and "overlay_width" not in json.loads(side.read_text())

@@ -1,9 +1,14 @@
 """Explain many videos with one exported artifact: a process pool here, or actors on Ray.
 
 Each video is one job (`explain_video` with the artifact's backend); each worker process loads
-the artifact once and keeps it.  Outputs are written under temporary names and renamed when
-complete (the video job does that), and the parent process appends one JSON line per finished
-video to `OUT/manifest.jsonl` -- the only file several jobs share.  A rerun skips a video
+the artifact once and keeps it.  A local worker writes a video's outputs under hidden staged
+names (`.KEY.staged.mp4`, themselves written as `.part` files and renamed when whole); the
+parent process appends one JSON line per finished video to `OUT/manifest.jsonl` -- the only
+file several jobs share -- and only then renames the staged files into place, so every output
+on disk has its record (the manifest is the truth).  Workers die with the parent (Linux's
+parent-death signal, and a thread watching the parent's pid elsewhere): a SIGKILLed batch
+leaves no process behind and nothing unrecorded, only hidden files the next run removes.
+A write failure (disk full, a read-only folder) stops the batch with one line.  A rerun skips a video
 whose last manifest record says "ok" for the same artifact, options and input file and whose
 outputs exist; everything else runs again.  A video that fails is a "failed" record with its
 one-line error; the batch goes on.
@@ -26,8 +31,9 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gradvis_export.apps.outputs import remove_stale, staged, staged_glob, temporary, writing
 from gradvis_export.apps.video.worker import cpu_count
-from gradvis_export.errors import GradvisError, InputError
+from gradvis_export.errors import GradvisError, InputError, OutputError
 from gradvis_runtime.contract import ArtifactSpec
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts"}
@@ -45,10 +51,23 @@ class Job:
     mp4: str | None
     sidecar: str
     fingerprint: str  # artifact + options + input file: a skip needs the same
+    # the worker writes staged names and the parent renames them after recording the video
+    # (False: the worker writes the outputs themselves, e.g. a Ray actor called directly)
+    stage: bool = False
 
     @property
     def outputs(self) -> list[str]:
         return [p for p in (self.mp4, self.sidecar) if p is not None]
+
+    @property
+    def written(self) -> list[str]:
+        """Where the worker writes the outputs (staged names, or the outputs themselves)."""
+        return [str(staged(p, self.tag)) if self.stage else p for p in self.outputs]
+
+    @property
+    def tag(self) -> str:
+        """Marks this run's staged files (the fingerprint: the same artifact, options, input)."""
+        return self.fingerprint[:12]
 
 
 @dataclass
@@ -188,7 +207,8 @@ class Manifest:
         time (a second one would redo the first one's videos and interleave records)."""
         import fcntl
 
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with writing(self.path):  # a read-only or forbidden folder: one line
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -201,13 +221,17 @@ class Manifest:
             with open(self.path, "rb") as f:
                 f.seek(-1, os.SEEK_END)
                 if f.read(1) != b"\n":  # a line cut short: start the next on a new line
-                    os.write(self._fd, b"\n")
+                    with writing(self.path):
+                        os.write(self._fd, b"\n")
 
     def append(self, record: dict[str, object]) -> None:
         if self._fd is None:
             self.open()
-        os.write(self._fd, (json.dumps(record) + "\n").encode())
-        os.fsync(self._fd)
+        line = (json.dumps(record) + "\n").encode()
+        with writing(self.path):  # disk full: one line; a short write is a cut line (ignored)
+            if os.write(self._fd, line) != len(line):
+                raise OSError(28, "No space left on device (a short write)")
+            os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -228,8 +252,47 @@ def is_complete(job: Job, record: dict[str, object] | None) -> bool:
 
 def partial_paths(job: Job) -> list[Path]:
     """The temporary names the video job writes under (`.NAME.part`, see
-    video.pipeline.atomic_file); a killed run can leave them behind."""
-    return [Path(p).with_name(f".{Path(p).name}.part") for p in job.outputs]
+    video.pipeline.atomic_file) and the staged outputs of any run (`.KEY.staged-TAG.mp4`)
+    with theirs; a killed run can leave them behind."""
+    paths = []
+    for p in job.outputs:
+        paths.append(temporary(p))
+        for found in Path(p).parent.glob(staged_glob(p)):
+            paths += [found, temporary(found)]
+        paths.append(temporary(staged(p, job.tag)))
+    return paths
+
+
+def publish(job: Job) -> None:
+    """Rename a recorded job's staged outputs into place (a write failure: one line); an
+    output already renamed (a run killed between the two renames) is left as it is."""
+    if not job.stage:
+        return
+    for final, written in zip(job.outputs, job.written):
+        if Path(written).is_file():
+            with writing(final):
+                os.replace(written, final)
+
+
+def finish_publishing(job: Job, record: dict[str, object] | None) -> None:
+    """A run killed after recording a video but before renaming its staged outputs: the
+    record is the truth and the staged files (same tag, renamed there only when whole) are
+    its outputs, so finish the renames."""
+    if (
+        record is not None
+        and record.get("status") == "ok"
+        and record.get("fingerprint") == job.fingerprint
+        and job.stage
+        and all(Path(f).is_file() or Path(w).is_file() for f, w in zip(job.outputs, job.written))
+    ):
+        publish(job)
+
+
+def discard(job: Job) -> None:
+    """Remove a job's staged outputs (its record says it failed, or none was written)."""
+    if job.stage:
+        for written in job.written:
+            Path(written).unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- the worker side
@@ -257,19 +320,26 @@ class VideoWorker:
         notes: list[str] = []
         record: dict[str, object] = {"key": job.key, "video": job.video}
         start = time.perf_counter()
+        mp4, sidecar = (
+            (str(staged(job.mp4, job.tag)) if job.mp4 else None, str(staged(job.sidecar, job.tag)))
+            if job.stage
+            else (job.mp4, job.sidecar)
+        )
         try:
             summary = explain_video(
                 job.video,
                 self.backend,
                 self.options,
-                out=job.mp4,
-                sidecar=job.sidecar,
+                out=mp4,
+                sidecar=sidecar,
                 progress=False,
                 warn=notes.append,
                 metadata=self.metadata,
             )
         except Exception as error:
             record.update(status="failed", error=one_line(error))
+            if isinstance(error, OutputError):  # disk full, read-only: the batch stops
+                record["write_error"] = True
         else:
             record.update(
                 status="ok", outputs=job.outputs, frames=summary.frames, clips=summary.clips
@@ -287,10 +357,43 @@ def one_line(error: BaseException) -> str:
 
 
 _WORKER: VideoWorker | None = None
+#: prctl(2)'s option: the signal the kernel sends this process when its parent dies
+PR_SET_PDEATHSIG = 1
 
 
-def _init_process(artifact: str, threads: int, options: object, metadata: dict) -> None:
+def die_with_parent(parent: int, poll: float = 0.5) -> bool:
+    """Make this worker process end when the batch's process `parent` dies, even by SIGKILL
+    (which runs no cleanup code in the parent): Linux's parent-death signal (SIGKILL), and a
+    daemon thread watching the parent's pid (other systems, and a parent already gone).
+    Returns whether the parent-death signal is armed."""
+    import ctypes
+    import signal
+    import threading
+
+    armed = False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux: no prctl
+        pass
+    if os.getppid() != parent:  # it died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(1)  # re-parented: the batch is gone, and nobody would record this work
+
+    threading.Thread(target=watch, name="gradvis-parent-watch", daemon=True).start()
+    return armed
+
+
+def _init_process(
+    artifact: str, threads: int, options: object, metadata: dict, parent: int | None = None
+) -> None:
     global _WORKER
+    if parent is not None:
+        die_with_parent(parent)
     _WORKER = VideoWorker(artifact, threads, options, metadata)
 
 
@@ -338,6 +441,7 @@ def run_local(jobs: list[Job], workers: int, threads: int, init_args: tuple, on_
     pending = deque(jobs)
     deaths: Counter[str] = Counter()
     context = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state
+    init_args = (*init_args, os.getpid())  # the workers end when this process does
     while pending:
         pool = ProcessPoolExecutor(
             workers, mp_context=context, initializer=_init_process, initargs=init_args
@@ -518,6 +622,7 @@ def plan(videos: list[Path], settings: BatchSettings, options, artifact_digest: 
                 mp4=None if settings.json_only else str(out / f"{key}.mp4"),
                 sidecar=str(out / f"{key}.json"),
                 fingerprint=stamp[:24],
+                stage=True,
             )
         )
     return jobs
@@ -533,11 +638,15 @@ def _run_jobs(
 ) -> BatchReport:
     """Skip the complete jobs, run the others, record each as it finishes."""
     previous = manifest.read()
+    for job in jobs:  # recorded, then killed before the renames: finish them
+        finish_publishing(job, previous.get(job.key))
     todo = [job for job in jobs if not is_complete(job, previous.get(job.key))]
     report = BatchReport(total=len(jobs), skipped=len(jobs) - len(todo))
-    for job in todo:
+    for job in jobs:  # what killed runs left: unrecorded staged outputs, .part files
+        remove_stale(*job.outputs)
         for stale in partial_paths(job):
-            stale.unlink(missing_ok=True)
+            with writing(stale):
+                stale.unlink(missing_ok=True)
     runner = "ray" if settings.ray else "local"
     report.runner = runner
 
@@ -548,7 +657,12 @@ def _run_jobs(
             "runner": runner,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        manifest.append(record)
+        write_error = record.pop("write_error", False)
+        if record["status"] != "ok":
+            discard(job)
+        manifest.append(record)  # recorded first: an output on disk always has its record
+        if record["status"] == "ok":
+            publish(job)
         report.records.append(record)
         if record["status"] == "ok":
             report.ok += 1
@@ -560,6 +674,8 @@ def _run_jobs(
                 f"{record.get('seconds', 0):.1f} s" if record["status"] == "ok" else record["error"]
             )
             log(f"[{done}/{len(todo)}] {record['status']:6} {Path(job.video).name}: {tail}")
+        if write_error:  # every later video would fail the same way: stop with one line
+            raise OutputError(str(record["error"]).removeprefix("OutputError: "))
 
     if todo:
         artifact = str(settings.artifact.absolute())
@@ -610,7 +726,8 @@ def run_batch(
     options = video_options(spec, settings)
     metadata = {"method": spec.method, "artifact": str(settings.artifact)}
     jobs = plan(videos, settings, options, file_digest(settings.artifact))
-    out.mkdir(exist_ok=True)
+    with writing(out / MANIFEST):
+        out.mkdir(exist_ok=True)
     manifest = Manifest(out / MANIFEST)
     manifest.open()
     try:

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -159,11 +160,12 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
+    from gradvis_export.apps.outputs import check_output
     from gradvis_export.core.preprocess import UInt8Input
-    from gradvis_export.exporter.api import export
 
     if args.overlay is not None and not args.uint8:
         raise GradvisError("--overlay draws on the uint8 input frames: add --uint8")
+    check_output(args.out)  # a read-only or missing folder: before loading and tracing
     loaded, explainer = load_explainer(args, lambda m: print(m, file=sys.stderr))
     clip_len, size = loaded.clip_len, loaded.size
     frames = (clip_len, size, size) if loaded.video else (size, size)
@@ -175,7 +177,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         example = torch.randn(2, 3, *frames)
         metadata = {"mean": list(loaded.mean), "std": list(loaded.std)}
     precision = "fp16" if args.fp16 else "fp32"
-    path = export(
+    path = _export_writing(
+        args.out,
         explainer,
         example,
         args.out,
@@ -197,6 +200,29 @@ def cmd_export(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def _export_writing(out: Path, *args, **kwargs) -> Path:
+    """`gv.export` with write failures (disk full, read-only folder) as one-line OutputErrors,
+    after removing the temporary files of `out` a killed export left (`.NAME.*.tmp.SUFFIX`)."""
+    from gradvis_export.apps.outputs import folder_claim, is_write_error, output_error, writing
+    from gradvis_export.errors import ExportError
+    from gradvis_export.exporter.api import export
+
+    stale = f".{glob_escape(out.name)}.????????.tmp{glob_escape(out.suffix)}"
+    with folder_claim(out.parent if str(out.parent) else ".", stale), writing(out):
+        try:
+            return export(*args, **kwargs)
+        except ExportError as error:  # the writer's OSError, wrapped by the exporter
+            if is_write_error(error.__cause__):
+                raise output_error(error.__cause__, out) from None
+            raise
+
+
+def glob_escape(text: str) -> str:
+    import glob
+
+    return glob.escape(text)
 
 
 def describe(path: str | os.PathLike):
@@ -326,8 +352,19 @@ def _video_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Help wrapped at spaces only: a method name such as guided-gradcam stays whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Errors in the options are one line and exit code 2, like every other error."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:
         self.exit(2, f"gradvis: error: {message} (see {self.prog} --help)\n")
@@ -512,7 +549,17 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return args.run(args)
-    except (GradvisError, FileNotFoundError, PermissionError, ValueError) as error:
+    except OSError as error:  # a write failure no command turned into an OutputError
+        from gradvis_export.apps.outputs import is_write_error, output_error
+
+        if not isinstance(error, (GradvisError, FileNotFoundError)):
+            if not is_write_error(error):
+                raise
+            if error.filename:
+                error = output_error(error, error.filename)
+        print(f"gradvis: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    except (GradvisError, ValueError) as error:
         print(f"gradvis: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

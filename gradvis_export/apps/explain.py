@@ -135,6 +135,19 @@ def _frame_targets(args: argparse.Namespace, backend, video: Path):
     )  # fmt: skip
 
 
+def _check_outputs_early(args: argparse.Namespace) -> None:
+    """Outputs that cannot be written (an unknown container suffix, a folder in the way, a
+    read-only or missing folder) are refused before the model is loaded or a frame decoded."""
+    from gradvis_export.apps.outputs import check_output
+    from gradvis_export.apps.video.encode import container_format
+
+    if args.out is not None:
+        container_format(args.out)
+    for flag, path in (("--out", args.out), ("--gif", args.gif), ("--json", args.json)):
+        if path is not None:
+            check_output(path, flag)
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     if (args.model or "").startswith(CLIP_PREFIX):  # CLIP + Grad-ECLIP, per frame
         return cmd_explain_clip(args)
@@ -154,6 +167,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         video = models.SAMPLE_VIDEO
         if not video.is_file():
             raise GradvisError(f"the shipped sample video is missing ({video}); give a VIDEO")
+    _check_outputs_early(args)
     workers = 1
     if args.workers is not None and args.artifact is None:
         raise GradvisError(
@@ -218,6 +232,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         out = Path(video).with_name(Path(video).stem + "_gradvis.mp4")
         if Path(video) == models.SAMPLE_VIDEO:  # not inside the installed package
             out = Path(out.name)
+        from gradvis_export.apps.outputs import check_output
+
+        check_output(out)  # next to the video: that folder may be read-only
     sidecar = args.json
     if sidecar is None and out is not None:
         sidecar = Path(out).with_suffix(".json")

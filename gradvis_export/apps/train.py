@@ -22,13 +22,16 @@ torch.load(weights_only=True); the accuracy in "meta" is measured with the fp16 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
+import os
 import shlex
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -240,15 +243,44 @@ def train(
                 guided = f" outside {np.mean(outsides[-10:]):.3f}" if outsides else ""
                 log(f"step {step + 1}/{steps} loss {recent:.4f}{guided} {time.time() - start:.0f}s")
             if checkpoint is not None and (step + 1) % 50 == 0:
-                torch.save(
-                    {"state_dict": half_state(model), "meta": {"partial_step": step + 1}},
-                    checkpoint.with_suffix(".partial.pt"),
-                )
+                partial = {"state_dict": half_state(model), "meta": {"partial_step": step + 1}}
+                save_checkpoint(checkpoint.with_suffix(".partial.pt"), partial)
     return model.eval(), losses
 
 
 SAMPLE_SEED, SAMPLE_LABELS = 7, (1, 2, 3, 4, 0)
 SAMPLE_FRAMES_EACH, SAMPLE_SIZE, SAMPLE_FPS = 12, 224, 8
+
+
+def save_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` to a hidden `.NAME.part` next to `path`, then rename it into place: a
+    failure (disk full, read-only folder) is a one-line OutputError, never half a checkpoint,
+    and an older file at `path` stays as it was; a stale `.part` a killed run left goes first."""
+    from gradvis_export.apps.outputs import remove_stale, temporary, writing
+
+    tmp = temporary(path)
+    remove_stale(path)
+    try:
+        with writing(path):
+            write(tmp)
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def save_checkpoint(path: Path, obj: object) -> None:
+    """`torch.save(obj)` atomically (see save_atomic).  Serialised in memory first: torch's
+    file writer turns a full disk into an opaque RuntimeError, Python's write says ENOSPC."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    save_atomic(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+
+
+def _write_text(path: Path, text: str) -> None:
+    save_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_sample(path: Path, seed: int = SAMPLE_SEED) -> dict:
@@ -363,10 +395,21 @@ def write_provenance(folder: Path) -> None:
         f"{sample['fps']} fps, H.264",
         "",
     ]
-    (folder / "PROVENANCE.md").write_text("\n".join(lines))
+    _write_text(folder / "PROVENANCE.md", "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train (and/or write the sample); a write failure is one line and exit code 2."""
+    from gradvis_export.errors import GradvisError
+
+    try:
+        return _main(argv)
+    except GradvisError as error:
+        print(f"train: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="checkpoint to write (.pt)")
     parser.add_argument("--sample", type=Path, default=None, help="also write the sample video")
@@ -406,13 +449,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--guidance {args.guidance}: a weight >= 0 (0 trains on cross-entropy only)")
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
+    from gradvis_export.apps.outputs import check_output, writing
+
+    for flag, path in (("--out", args.out), ("--sample", args.sample)):
+        if path is not None:  # before minutes of training: a read-only or full folder says so
+            if flag == "--out":
+                with writing(path, flag):
+                    path.parent.mkdir(parents=True, exist_ok=True)
+            check_output(path, flag)
 
     def log(message: str) -> None:
         print(message, flush=True)
 
     if args.sample is not None:
         info = write_sample(args.sample)
-        (args.sample.parent / "SAMPLE.json").write_text(json.dumps(info, indent=2) + "\n")
+        _write_text(args.sample.parent / "SAMPLE.json", json.dumps(info, indent=2) + "\n")
         log(f"wrote {args.sample} ({args.sample.stat().st_size / 1e3:.0f} kB)")
     if args.out is None:
         return 0
@@ -474,12 +525,9 @@ def main(argv: list[str] | None = None) -> int:
         meta["note"] = "; " + args.note
     resumed = torch.load(args.resume, weights_only=True) if args.resume else {}
     meta["stages"] = stages_of(resumed.get("meta", {})) + stages_of(meta)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    torch.save({"state_dict": state, "meta": meta}, tmp)
-    tmp.replace(args.out)
+    save_checkpoint(args.out, {"state_dict": state, "meta": meta})
     args.out.with_suffix(".partial.pt").unlink(missing_ok=True)
-    (args.out.parent / "PROVENANCE.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _write_text(args.out.parent / "PROVENANCE.json", json.dumps(meta, indent=2) + "\n")
     if (args.out.parent / "SAMPLE.json").is_file():
         write_provenance(args.out.parent)
     log(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")

@@ -20,7 +20,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from gradvis_export.errors import InputError
+from gradvis_export.apps.outputs import output_error, writing
+from gradvis_export.errors import InputError, OutputError
 from gradvis_runtime.contract import ArtifactSpec, format_of_suffix
 
 #: numpy dtype name -> Triton data type
@@ -163,7 +164,13 @@ def write_repository(
         raise InputError(f"model name {name!r}: use letters, digits, '_', '-', '.'")
     if not repo.parent.exists():
         raise InputError(f"the folder {str(repo.parent)!r} of --out does not exist")
+    if repo.exists() and not repo.is_dir():
+        raise OutputError(f"--out {str(repo)!r} is a file; give a folder for the repository")
     target = repo / name
+    _recover(repo, name)
+    writable = repo if repo.exists() else repo.parent
+    if not os.access(writable, os.W_OK | os.X_OK) or _read_only(writable):
+        raise output_error(_denied(writable), target)
     if target.exists() and not force:
         raise InputError(f"{str(target)!r} exists; pass --force to replace it")
     # refuses a damaged file or a bad contract before anything is written
@@ -186,10 +193,45 @@ def write_repository(
         tensorrt=backend == "tensorrt",
         header=header,
     )
-    repo.mkdir(exist_ok=True)
+    with writing(target):
+        repo.mkdir(exist_ok=True)
     staging = repo / f".{name}.part"
     shutil.rmtree(staging, ignore_errors=True)
     try:
+        _write_staging(staging, artifact, filename, text, inputs, outputs, spec, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _read_only(folder: Path) -> bool:
+    return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+
+
+def _denied(folder: Path) -> OSError:
+    import errno
+
+    return OSError(errno.EROFS if _read_only(folder) else errno.EACCES, "not writable")
+
+
+def _recover(repo: Path, name: str) -> None:
+    """A run killed between its two renames left the older model folder as `.NAME.old` and no
+    `NAME`: put it back (it is whole); with both present, the old one is stale.  A stale
+    staging folder `.NAME.part` goes too."""
+    target, old = repo / name, repo / f".{name}.old"
+    if old.is_dir():
+        if not target.exists():
+            with writing(target):
+                os.replace(old, target)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(repo / f".{name}.part", ignore_errors=True)
+
+
+def _write_staging(staging, artifact, filename, text, inputs, outputs, spec, target) -> None:
+    """Write the model folder under `staging`, then swap it in for `target` (write failures:
+    one-line OutputErrors; an older model folder stays until the new one is whole)."""
+    with writing(target):
         (staging / "1").mkdir(parents=True)
         shutil.copyfile(artifact, staging / "1" / filename)
         (staging / "config.pbtxt").write_text(text, encoding="utf-8")
@@ -201,12 +243,9 @@ def write_repository(
             json.dumps({"triton_names": names, "contract": spec.to_dict()}, indent=2),
             encoding="utf-8",
         )
-        old = repo / f".{name}.old"
+        old = target.with_name(f".{target.name}.old")
         if target.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
         os.replace(staging, target)
         shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target

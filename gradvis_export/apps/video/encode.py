@@ -1,4 +1,4 @@
-"""Writing H.264 MP4 files that browsers play, atomically (no half-written output).
+"""Writing H.264 videos (MP4 that browsers play; MOV, MKV), atomically (no half-written output).
 
 The output keeps the input's timing exactly: its rate as a Fraction (29.97 fps stays
 30000/1001, not 30), each frame's timestamp (a variable-rate video stays variable) and, copied
@@ -18,7 +18,28 @@ from pathlib import Path
 
 import numpy as np
 
-from gradvis_export.errors import VideoError
+from gradvis_export.errors import InputError, VideoError
+
+#: output suffix -> the container written (H.264 video, the input's audio copied)
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+def container_format(path: str | os.PathLike, flag: str = "--out") -> str:
+    """The container an overlay video's suffix asks for; any other suffix is refused (an
+    MP4 under an .avi name would mislead every player and tool that trusts the name)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in CONTAINERS:
+        return CONTAINERS[suffix]
+    known = ", ".join(CONTAINERS)
+    why = (
+        "AVI cannot hold H.264 with its frame timestamps (B-frames, variable rate)"
+        if suffix == ".avi"
+        else f"{suffix or 'no suffix'} is not a container gradvis writes"
+    )
+    raise InputError(
+        f"{flag} {str(path)!r}: {why}; give one of {known} (e.g. {Path(path).stem}.mp4)"
+    )
+
 
 #: NTSC-family rates are n * 1000/1001; a float near one (29.97, 23.976, 59.94) means that one
 _NTSC = Fraction(1000, 1001)
@@ -75,8 +96,10 @@ class Mp4Write:
         time_base: Fraction,
         frame_format: str,
         warn: Callable[[str], None] | None,
+        path: Path | None = None,
     ):
         self.audio_dropped: str | None = None
+        self._path = path  # named in a write failure's message
         self._container, self._stream, self._frame_format = container, stream, frame_format
         self._rate, self._time_base, self._warn = rate, time_base, warn
         self._step = 1 / (rate * time_base)  # one frame interval, in time_base units
@@ -90,6 +113,14 @@ class Mp4Write:
         self._audio: _AudioCopy | None = None
 
     def __call__(self, frame: np.ndarray, pts: int | None = None) -> None:
+        if self._path is None:
+            return self._write(frame, pts)
+        from gradvis_export.apps.outputs import writing
+
+        with writing(self._path):  # disk full, the folder gone read-only: one line
+            return self._write(frame, pts)
+
+    def _write(self, frame: np.ndarray, pts: int | None) -> None:
         import av
 
         pts = round(self._next) if pts is None else int(pts)
@@ -188,18 +219,19 @@ class _AudioCopy:
             self._pending = None
 
 
-def _audio_problem(stream) -> str | None:
-    """Why this audio stream cannot be copied into an MP4 (None if it can): tried on a
-    throwaway MP4 in memory, so a refusal does not spoil the real file's header."""
+def _audio_problem(stream, format: str = "mp4") -> str | None:
+    """Why this audio stream cannot be copied into the container `format` (None if it can):
+    tried on a throwaway file in memory, so a refusal does not spoil the real file's header."""
     import av
 
     try:
-        with av.open(io.BytesIO(), mode="w", format="mp4") as trial:
+        with av.open(io.BytesIO(), mode="w", format=format) as trial:
             trial.add_stream_from_template(stream)
             trial.start_encoding()
     except (av.error.FFmpegError, ValueError) as error:
         name = stream.codec_context.name if stream.codec_context else "unknown"
-        return f"its {name!r} audio cannot go into an MP4 without re-encoding ({error})"
+        what = {"mp4": "an MP4", "mov": "a MOV", "matroska": "an MKV"}.get(format, format)
+        return f"its {name!r} audio cannot go into {what} without re-encoding ({error})"
     return None
 
 
@@ -237,7 +269,10 @@ def mp4_writer(
     warn: Callable[[str], None] | None = None,
 ) -> Iterator[Mp4Write]:
     """Yield `write(frame, pts=None)` (an `Mp4Write`); the file appears at `path` only when
-    the block succeeds (it is written as `.NAME.part` next to it, removed on failure).
+    the block succeeds (it is written as `.NAME.part` next to it, removed on failure; a stale
+    one a killed run left is removed first).  The container follows the suffix (.mp4/.m4v,
+    .mov, .mkv; anything else is an InputError listing these); a write failure (disk full,
+    read-only folder) is a one-line `OutputError` and an older file at `path` stays as it was.
 
     Frames are uint8 (H, W, 3) RGB, or with `frame_format="yuv420p"` the (H * 3/2, W) planes
     the encoder takes as they are (no conversion).
@@ -264,7 +299,10 @@ def mp4_writer(
     """
     import av
 
+    from gradvis_export.apps.outputs import remove_stale, temporary, writing
+
     path = Path(path)
+    format = container_format(path)
     if width % 2 or height % 2:
         raise ValueError(f"H.264 (yuv420p) needs even sizes, got {width}x{height}")
     rate = exact_rate(fps)
@@ -272,25 +310,28 @@ def mp4_writer(
     if unit <= 0:
         raise ValueError(f"a time base must be positive, got {time_base!r}")
     source = _open_audio(audio_from) if audio_from is not None else None
-    tmp = path.with_name(f".{path.name}.part")
+    tmp = temporary(path)
     container = None
     try:
-        container = av.open(str(tmp), mode="w", format="mp4")
-        stream = container.add_stream("libx264", rate=rate, time_base=unit)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": preset, "crf": str(crf), "threads": str(threads)}
-        write = Mp4Write(container, stream, rate, unit, frame_format, warn)
-        if source is not None:
-            write.audio_dropped = _audio_problem(source.streams.audio[0])
-            if write.audio_dropped is None:
-                write._audio = _AudioCopy(source, container, warn)
-            elif warn is not None:
-                warn(f"{str(audio_from)!r}: {write.audio_dropped}; the MP4 has no audio")
+        with writing(path):
+            remove_stale(path)  # left by a killed run
+            container = av.open(str(tmp), mode="w", format=format)
+            stream = container.add_stream("libx264", rate=rate, time_base=unit)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"preset": preset, "crf": str(crf), "threads": str(threads)}
+            write = Mp4Write(container, stream, rate, unit, frame_format, warn, path)
+            if source is not None:
+                write.audio_dropped = _audio_problem(source.streams.audio[0], format)
+                if write.audio_dropped is None:
+                    write._audio = _AudioCopy(source, container, warn)
+                elif warn is not None:
+                    warn(f"{str(audio_from)!r}: {write.audio_dropped}; the video has no audio")
 
         yield write
-        write._finish()
-        container.close()
-        os.replace(tmp, path)
+        with writing(path):
+            write._finish()
+            container.close()
+            os.replace(tmp, path)
     finally:
         if source is not None:
             with contextlib.suppress(Exception):
@@ -298,4 +339,5 @@ def mp4_writer(
         if tmp.exists():
             with contextlib.suppress(Exception):
                 container.close()
-            tmp.unlink()
+            with contextlib.suppress(OSError):
+                tmp.unlink()

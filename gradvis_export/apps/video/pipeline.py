@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gradvis_export.apps.outputs import check_output, remove_stale, temporary, writing
 from gradvis_export.apps.video.clips import Clip, FrameAverager, SlidingClips
 from gradvis_export.apps.video.decode import (
     decode_frames,
@@ -26,7 +27,7 @@ from gradvis_export.apps.video.decode import (
     yuv420,
     yuv420_to_rgb24,
 )
-from gradvis_export.apps.video.encode import mp4_writer
+from gradvis_export.apps.video.encode import container_format, mp4_writer
 from gradvis_export.apps.video.framing import Framing
 from gradvis_export.apps.video.overlay import (
     draw_boxes,
@@ -152,24 +153,35 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
-    """A temporary path next to `path`, renamed to it only if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.part")
+    """A temporary path next to `path`, renamed to it only if the block succeeds (a stale one
+    a killed run left is removed first; a failed rename is a one-line OutputError)."""
+    tmp = temporary(path)
+    remove_stale(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        with writing(path):
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
-            tmp.unlink()
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def _check_outputs(video: Path, outputs: list[Path | None]) -> None:
-    for out in outputs:
+    """Refuse, before any work, outputs that would overwrite the input or cannot be written
+    (a folder in their place, a missing, read-only or forbidden folder, an unknown video
+    container); stale temporary files of these outputs (a killed run's) are removed."""
+    for out, flag in zip(outputs, ("--out", "--gif", "--json")):
         if out is None:
             continue
         if out.resolve() == video.resolve():
             raise InputError(f"the output {str(out)!r} is the input video; choose another name")
         if not out.parent.exists():
             raise InputError(f"the output folder {str(out.parent)!r} does not exist")
+        check_output(out, flag)
+    if outputs[0] is not None:
+        container_format(outputs[0])  # .avi, .webm, ...: refused with the suffixes it takes
+    remove_stale(*outputs)
 
 
 def explain_video(
@@ -186,8 +198,11 @@ def explain_video(
     """Explain every frame of `video`; write the overlay MP4 (`out`), a GIF, a JSON sidecar.
 
     Frames covered by several clips average their maps and class probabilities.  A video
-    shorter than one clip is padded by repeating its last frame (`warn` says so).  MP4 frames
-    of odd width/height get one edge pixel repeated (H.264 needs even sizes).
+    shorter than one clip is padded by repeating its last frame (`warn` says so).  Video
+    frames of odd width/height get one edge pixel repeated (H.264 needs even sizes; `warn`
+    says so, and the JSON records the written size as overlay_width/overlay_height).  The
+    video's container follows `out`'s suffix (.mp4, .m4v, .mov, .mkv).  A write failure is a
+    one-line `OutputError`; no output is half-written, an older one of the same name is kept.
     """
     video = Path(video)
     paths = [Path(p) if p is not None else None for p in (out, gif, sidecar)]
@@ -208,9 +223,19 @@ def explain_video(
     with contextlib.ExitStack() as stack:
         write_mp4 = None
         json_file = None
+        written: dict[str, int] = {}  # the overlay video's size, when it differs from the source
+
+        def write_json(text: str) -> None:
+            with writing(json_path, "--json"):  # disk full: one line naming the sidecar
+                json_file.write(text)
+
         if json_path is not None:
             json_tmp = stack.enter_context(atomic_file(json_path))
-            json_file = stack.enter_context(open(json_tmp, "w", encoding="utf-8"))
+            with writing(json_path, "--json"):
+                json_file = open(json_tmp, "w", encoding="utf-8")  # noqa: SIM115
+            # closed below when whole; on a failure quietly (a full disk's flush must not
+            # replace the error that stopped the job), then removed by atomic_file
+            stack.callback(_close_quietly, json_file)
             head = {
                 "video": str(video),
                 "width": info.width,
@@ -227,7 +252,7 @@ def explain_video(
                 "target": options.target,
                 **(metadata or {}),
             }
-            json_file.write(json.dumps(head)[:-1] + ', "frames": [\n')
+            write_json(json.dumps(head)[:-1] + ', "frames": [\n')
         bar = None
         if progress:
             from tqdm import tqdm
@@ -320,6 +345,14 @@ def explain_video(
             if out_path is not None:
                 if write_mp4 is None:
                     ih, iw = (h, w) if planar else image.shape[:2]
+                    if iw % 2 or ih % 2:
+                        written.update(overlay_width=iw + iw % 2, overlay_height=ih + ih % 2)
+                        warn(
+                            f"note: {iw}x{ih} frames: H.264 needs even sizes, so {out_path.name} "
+                            f"is {iw + iw % 2}x{ih + ih % 2} (last column/row repeated); the "
+                            "JSON keeps the source size as width/height and the written one as "
+                            "overlay_width/overlay_height"
+                        )
                     write_mp4 = mp4_stack.enter_context(
                         mp4_writer(
                             out_path,
@@ -355,7 +388,7 @@ def explain_video(
                 if given:
                     entry["inputs"] = {k: (True if k == "mask" else v) for k, v in given.items()}
                 comma = ",\n" if frame_index else ""
-                json_file.write(comma + json.dumps(entry))
+                write_json(comma + json.dumps(entry))
             summary.frames += 1
             if bar is not None:
                 bar.update(1)
@@ -455,15 +488,23 @@ def explain_video(
             raise VideoError(f"{str(video)!r} has no frames")
         summary.clips, summary.padded = clips.clips, clips.padded
         if json_file is not None:
-            if options.per_frame:  # no clips: the frames are the whole record
-                json_file.write("\n]}")
-            else:
-                json_file.write("\n], " + json.dumps({"clips": clip_records})[1:])
-            json_file.close()
+            # the overlay video's size when H.264 made it even (width/height: the source's,
+            # the frame pixels every box and target is given in)
+            tail = dict(written) if written else {}
+            if not options.per_frame:  # an image model: no clips, the frames are the record
+                tail["clips"] = clip_records
+            write_json("\n]" + (", " + json.dumps(tail)[1:] if tail else "}"))
+            with writing(json_path, "--json"):
+                json_file.close()
         if gif_path is not None:
             stack.enter_context(_write_gif(gif_path, gif_frames, info.fps))
     summary.outputs = [str(p) for p in paths if p is not None]
     return summary
+
+
+def _close_quietly(file) -> None:
+    with contextlib.suppress(OSError):
+        file.close()
 
 
 @contextlib.contextmanager
@@ -471,7 +512,7 @@ def _write_gif(path: Path, frames: list[np.ndarray], fps: float) -> Iterator[Non
     """A looping GIF, frames halved until at most 480 px wide (GIFs are for short clips)."""
     from PIL import Image
 
-    with atomic_file(path) as tmp:
+    with atomic_file(path) as tmp, writing(path, "--gif"):
         images = []
         for frame in frames:
             image = Image.fromarray(frame)
