@@ -552,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # a write failure no command turned into an OutputError
         from gradvis_export.apps.outputs import is_write_error, output_error
 
-        if not isinstance(error, (GradvisError, FileNotFoundError)):
+        if not isinstance(error, (GradvisError, FileNotFoundError, PermissionError)):
             if not is_write_error(error):
                 raise
             if error.filename:
